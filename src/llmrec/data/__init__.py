@@ -1,0 +1,13 @@
+"""Reading raw formats, filtering, leave-one-out split, and the prepared data set."""
+
+from llmrec.data.dataset import (
+    SPLITS,
+    Catalog,
+    DataError,
+    PreparedData,
+    load_prepared,
+    pad_histories,
+    save_prepared,
+)
+
+__all__ = ["SPLITS", "Catalog", "DataError", "PreparedData", "load_prepared", "pad_histories", "save_prepared"]
