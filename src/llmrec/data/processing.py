@@ -1,0 +1,125 @@
+"""From a raw interaction log to a ``PreparedData``: ordering, k-core, minimum length, id mapping, split.
+
+Protocol (all pure functions of their inputs):
+1. Group interactions by user; within a user, a *stable* sort by timestamp (ties keep file order; logs
+   without timestamps keep file order, which is chronological by contract of those formats).
+2. Optional iterative k-core: repeatedly drop users and items with fewer than ``k`` interactions until none remain.
+3. Minimum sequence length: drop users with fewer than ``min_seq_len`` interactions (>= 3 so that the
+   leave-one-out split leaves at least one training item). Items left with no interactions vanish.
+4. Contiguous internal item ids ``0..N-1`` in natural order of raw ids (numeric order when all raw ids are
+   integers), users in the same natural order of raw user ids.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from llmrec.data.dataset import Catalog, DataError, PreparedData
+from llmrec.data.readers import RawLog
+
+
+def natural_order(ids) -> list[str]:
+    """Sorted ids: numerically when every id is an integer string, else lexicographically."""
+    ids = list(ids)
+    if all(i.lstrip("-").isdigit() for i in ids):
+        return sorted(ids, key=int)
+    return sorted(ids)
+
+
+def group_sequences(log: RawLog) -> dict[str, list[str]]:
+    """user -> chronologically ordered raw item ids (stable: ties keep file order)."""
+    if len(log) == 0:
+        raise DataError(f"{log.source}: no interactions found")
+    by_user: dict[str, list[int]] = defaultdict(list)
+    for idx, u in enumerate(log.users):
+        by_user[u].append(idx)
+    out = {}
+    for u, idxs in by_user.items():
+        if log.times is not None:
+            idxs = sorted(idxs, key=lambda i: log.times[i])  # sorted() is stable
+        out[u] = [log.items[i] for i in idxs]
+    return out
+
+
+def kcore(seqs: dict[str, list[str]], k: int) -> dict[str, list[str]]:
+    """Iterative k-core on users and items: every kept user and item has >= ``k`` interactions."""
+    if k <= 1:
+        return dict(seqs)
+    seqs = dict(seqs)
+    while True:
+        counts = Counter(i for s in seqs.values() for i in s)
+        bad_items = {i for i, c in counts.items() if c < k}
+        changed = False
+        if bad_items:
+            seqs = {u: [i for i in s if i not in bad_items] for u, s in seqs.items()}
+            changed = True
+        short = [u for u, s in seqs.items() if len(s) < k]
+        if short:
+            for u in short:
+                del seqs[u]
+            changed = True
+        if not changed:
+            return seqs
+
+
+def _summary(seqs: dict[str, list[str]]) -> dict[str, int]:
+    return {
+        "users": len(seqs),
+        "items": len({i for s in seqs.values() for i in s}),
+        "interactions": sum(len(s) for s in seqs.values()),
+    }
+
+
+def _removed(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: before[k] - after[k] for k in before}
+
+
+def build_prepared(log: RawLog, kcore_k: int = 0, min_seq_len: int = 3, dataset: str = "custom", options: dict | None = None) -> PreparedData:
+    """Apply the protocol above and return a ``PreparedData`` with stats (what each filter removed).
+
+    Raises:
+        DataError: if a filter leaves no users, naming the filter.
+    """
+    if min_seq_len < 3:
+        raise DataError(f"min_seq_len must be >= 3 for the leave-one-out split (train/valid/test), got {min_seq_len}")
+    seqs = group_sequences(log)
+    raw = _summary(seqs)
+    filters: dict[str, dict[str, int]] = {}
+    if kcore_k > 1:
+        after = kcore(seqs, kcore_k)
+        filters[f"kcore_{kcore_k}"] = _removed(_summary(seqs), _summary(after))
+        if not after:
+            raise DataError(f"{log.source}: the {kcore_k}-core filter removed every user ({raw['users']} users before)")
+        seqs = after
+    before = _summary(seqs)
+    seqs = {u: s for u, s in seqs.items() if len(s) >= min_seq_len}
+    filters["min_seq_len"] = _removed(before, _summary(seqs))
+    if not seqs:
+        raise DataError(f"{log.source}: the min_seq_len={min_seq_len} filter removed every user ({before['users']} users before)")
+
+    raw_items = natural_order({i for s in seqs.values() for i in s})
+    index = {r: n for n, r in enumerate(raw_items)}
+    users = natural_order(seqs)
+    sequences = [[index[i] for i in seqs[u]] for u in users]
+    catalog = Catalog(
+        raw_ids=raw_items,
+        titles=[log.titles.get(r, "") for r in raw_items],
+        texts=[log.texts.get(r, "") for r in raw_items],
+    )
+    lengths = np.array([len(s) for s in sequences])
+    stats = {
+        "dataset": dataset,
+        "users": len(users),
+        "items": len(raw_items),
+        "interactions": int(lengths.sum()),
+        "density": float(lengths.sum() / (len(users) * len(raw_items))),
+        "seq_len": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 4), "max": int(lengths.max())},
+        "items_with_title": sum(1 for t in catalog.titles if t),
+        "raw": raw,
+        "removed_by_filter": filters,
+        "split": "leave-one-out: train = s[:-2], valid = s[-2], test = s[-1] (chronological per user)",
+    }
+    meta = {"dataset": dataset, "source": log.source, "options": dict(options or {})}
+    return PreparedData(catalog=catalog, users=users, sequences=sequences, stats=stats, meta=meta)
