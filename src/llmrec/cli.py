@@ -9,7 +9,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("llmrec.commands.prepare", "Read a raw data set, filter, split leave-one-out, write a prepared dir."),
     "stats": ("llmrec.commands.stats", "Print the statistics of a prepared data set."),
-    "baseline": ("llmrec.commands.baseline", "Train and evaluate a sequence baseline (pop, gru4rec, sasrec, bert4rec)."),
+    "baseline": (
+        "llmrec.commands.baseline",
+        "Train and evaluate a sequence baseline (pop, gru4rec, sasrec, bert4rec).",
+    ),
     "train": ("llmrec.train", "LoRA fine-tune a causal LM to generate the next item token."),
     "evaluate": ("llmrec.commands.evaluate", "Evaluate a run directory with the shared full-ranking evaluator."),
     "recommend": ("llmrec.commands.recommend", "Recommend the next items for a history."),

@@ -48,7 +48,9 @@ def make_parser(config_cls: type, prog: str | None = None, description: str | No
     return parser
 
 
-def parse_config(config_cls: type[T], argv: list[str] | None, prog: str | None = None, description: str | None = None) -> T:
+def parse_config(
+    config_cls: type[T], argv: list[str] | None, prog: str | None = None, description: str | None = None
+) -> T:
     """Parse ``argv`` (with optional ``--config`` YAML) into an instance of ``config_cls``.
 
     Raises:

@@ -15,25 +15,58 @@ FORMATS = ("sequence", "ml-1m", "ml-100k", "amazon", "csv", "parquet", "events")
 
 @dataclass
 class PrepareConfig:
-    dataset: str = field(default="", metadata={"help": "Registered data set (beauty, ml-1m, ml-100k, sports, toys). Also the first positional argument."})
-    data_dir: str = field(default="", metadata={"help": "Folder holding the registered data sets' folders (default: $LLMREC_DATA_DIR or ./data)."})
+    dataset: str = field(
+        default="",
+        metadata={
+            "help": "Registered data set (beauty, ml-1m, ml-100k, sports, toys). Also the first positional argument."
+        },
+    )
+    data_dir: str = field(
+        default="",
+        metadata={"help": "Folder holding the registered data sets' folders (default: $LLMREC_DATA_DIR or ./data)."},
+    )
     out: str = field(default="", metadata={"help": "Output directory (default: ./prepared/<dataset>)."})
-    format: str = field(default="", metadata={"help": f"Format of custom input files instead of a registered name: {', '.join(FORMATS)}."})
-    input: str = field(default="", metadata={"help": "Custom input: interactions file (sequence text, ratings.dat, u.data, reviews JSON lines, CSV/Parquet, SQLite event log)."})
-    titles: str = field(default="", metadata={"help": "Custom input: titles file (titles TSV, movies.dat, u.item, Amazon metadata JSON lines)."})
+    format: str = field(
+        default="",
+        metadata={"help": f"Format of custom input files instead of a registered name: {', '.join(FORMATS)}."},
+    )
+    input: str = field(
+        default="",
+        metadata={
+            "help": "Custom input: interactions file (sequence text, ratings.dat, u.data, reviews JSON lines, CSV/Parquet, SQLite event log)."
+        },
+    )
+    titles: str = field(
+        default="",
+        metadata={"help": "Custom input: titles file (titles TSV, movies.dat, u.item, Amazon metadata JSON lines)."},
+    )
     user_col: str = field(default="user_id", metadata={"help": "csv/parquet: user column."})
     item_col: str = field(default="item_id", metadata={"help": "csv/parquet: item column."})
-    time_col: str = field(default="timestamp", metadata={"help": "csv/parquet: timestamp column ('' = file order is chronological)."})
+    time_col: str = field(
+        default="timestamp", metadata={"help": "csv/parquet: timestamp column ('' = file order is chronological)."}
+    )
     title_col: str = field(default="", metadata={"help": "csv/parquet: optional title column."})
     sep: str = field(default=",", metadata={"help": "csv: field separator (use '\\t' for TSV)."})
-    encoding: str = field(default="", metadata={"help": "Text encoding of the input ('' = UTF-8, falling back to Latin-1; MovieLens readers default to Latin-1)."})
+    encoding: str = field(
+        default="",
+        metadata={
+            "help": "Text encoding of the input ('' = UTF-8, falling back to Latin-1; MovieLens readers default to Latin-1)."
+        },
+    )
+    dedup: bool = field(
+        default=False, metadata={"help": "Keep only each user's first interaction with an item (drop repeats)."}
+    )
     kcore: int = field(default=0, metadata={"help": "Iterative k-core on users and items (0 = off)."})
-    min_seq_len: int = field(default=3, metadata={"help": "Drop users with fewer interactions (>= 3 for the leave-one-out split)."})
+    min_seq_len: int = field(
+        default=3, metadata={"help": "Drop users with fewer interactions (>= 3 for the leave-one-out split)."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self):
         if bool(self.dataset) == bool(self.format):
-            raise ConfigError("give either a registered data set name (dataset) or --format with --input, not both/neither")
+            raise ConfigError(
+                "give either a registered data set name (dataset) or --format with --input, not both/neither"
+            )
         if self.format and self.format not in FORMATS:
             raise ConfigError(f"format: expected one of {FORMATS}, got {self.format!r}")
         if self.format and not self.input:
@@ -41,7 +74,9 @@ class PrepareConfig:
         if self.kcore < 0:
             raise ConfigError(f"kcore: expected >= 0, got {self.kcore}")
         if self.min_seq_len < 3:
-            raise ConfigError(f"min_seq_len: expected >= 3 (leave-one-out needs train, valid and test items), got {self.min_seq_len}")
+            raise ConfigError(
+                f"min_seq_len: expected >= 3 (leave-one-out needs train, valid and test items), got {self.min_seq_len}"
+            )
         if self.sep == "\\t":
             self.sep = "\t"
 
@@ -79,7 +114,9 @@ def format_stats(stats: dict) -> str:
         f"seq length    min {sl['min']}, mean {sl['mean']:.2f}, max {sl['max']}",
     ]
     for name, rem in stats.get("removed_by_filter", {}).items():
-        lines.append(f"filter {name:<12} removed {rem['users']:,} users, {rem['items']:,} items, {rem['interactions']:,} interactions")
+        lines.append(
+            f"filter {name:<12} removed {rem['users']:,} users, {rem['items']:,} items, {rem['interactions']:,} interactions"
+        )
     return "\n".join(lines)
 
 
@@ -93,7 +130,9 @@ def main(argv: list[str]) -> int:
     t0 = time.time()
     log = read_raw(cfg)
     name = cfg.dataset or Path(cfg.input).stem
-    data = build_prepared(log, kcore_k=cfg.kcore, min_seq_len=cfg.min_seq_len, dataset=name, options=asdict(cfg))
+    data = build_prepared(
+        log, kcore_k=cfg.kcore, dedup=cfg.dedup, min_seq_len=cfg.min_seq_len, dataset=name, options=asdict(cfg)
+    )
     out = Path(cfg.out or Path("prepared") / name)
     save_prepared(data, out, overwrite=cfg.overwrite)
     print(format_stats(data.stats))

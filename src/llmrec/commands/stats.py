@@ -13,7 +13,9 @@ HELP = "Print the statistics of a prepared data set."
 
 @dataclass
 class StatsConfig:
-    data: str = field(default="", metadata={"help": "Prepared data set directory (also the first positional argument)."})
+    data: str = field(
+        default="", metadata={"help": "Prepared data set directory (also the first positional argument)."}
+    )
     json: bool = field(default=False, metadata={"help": "Print stats.json instead of the table."})
 
 

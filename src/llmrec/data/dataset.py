@@ -138,9 +138,8 @@ def save_prepared(data: PreparedData, out_dir: str | os.PathLike, overwrite: boo
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        if any(out.iterdir()):
-            raise DataError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise DataError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:

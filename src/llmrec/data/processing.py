@@ -3,7 +3,7 @@
 Protocol (all pure functions of their inputs):
 1. Group interactions by user; within a user, a *stable* sort by timestamp (ties keep file order; logs
    without timestamps keep file order, which is chronological by contract of those formats).
-2. Optional iterative k-core: repeatedly drop users and items with fewer than ``k`` interactions until none remain.
+2. Optional de-duplication (keep a user's first interaction with each item), then optional iterative k-core: repeatedly drop users and items with fewer than ``k`` interactions until none remain.
 3. Minimum sequence length: drop users with fewer than ``min_seq_len`` interactions (>= 3 so that the
    leave-one-out split leaves at least one training item). Items left with no interactions vanish.
 4. Contiguous internal item ids ``0..N-1`` in natural order of raw ids (numeric order when all raw ids are
@@ -76,7 +76,19 @@ def _removed(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: before[k] - after[k] for k in before}
 
 
-def build_prepared(log: RawLog, kcore_k: int = 0, min_seq_len: int = 3, dataset: str = "custom", options: dict | None = None) -> PreparedData:
+def dedup_first(seqs: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Keep only each user's first interaction with an item (repeat purchases/views dropped)."""
+    return {u: list(dict.fromkeys(s)) for u, s in seqs.items()}
+
+
+def build_prepared(
+    log: RawLog,
+    kcore_k: int = 0,
+    min_seq_len: int = 3,
+    dataset: str = "custom",
+    options: dict | None = None,
+    dedup: bool = False,
+) -> PreparedData:
     """Apply the protocol above and return a ``PreparedData`` with stats (what each filter removed).
 
     Raises:
@@ -87,17 +99,25 @@ def build_prepared(log: RawLog, kcore_k: int = 0, min_seq_len: int = 3, dataset:
     seqs = group_sequences(log)
     raw = _summary(seqs)
     filters: dict[str, dict[str, int]] = {}
+    if dedup:
+        after = dedup_first(seqs)
+        filters["dedup"] = _removed(_summary(seqs), _summary(after))
+        seqs = after
     if kcore_k > 1:
         after = kcore(seqs, kcore_k)
         filters[f"kcore_{kcore_k}"] = _removed(_summary(seqs), _summary(after))
         if not after:
-            raise DataError(f"{log.source}: the {kcore_k}-core filter removed every user ({raw['users']} users before)")
+            raise DataError(
+                f"{log.source}: the {kcore_k}-core filter removed every user ({raw['users']} users before)"
+            )
         seqs = after
     before = _summary(seqs)
     seqs = {u: s for u, s in seqs.items() if len(s) >= min_seq_len}
     filters["min_seq_len"] = _removed(before, _summary(seqs))
     if not seqs:
-        raise DataError(f"{log.source}: the min_seq_len={min_seq_len} filter removed every user ({before['users']} users before)")
+        raise DataError(
+            f"{log.source}: the min_seq_len={min_seq_len} filter removed every user ({before['users']} users before)"
+        )
 
     raw_items = natural_order({i for s in seqs.values() for i in s})
     index = {r: n for n, r in enumerate(raw_items)}

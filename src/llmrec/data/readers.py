@@ -75,7 +75,9 @@ def _time(value: str, path, n: int, what: str = "timestamp") -> float:
         raise DataError(f"{path}:{n}: expected a numeric {what}, got {value!r}") from None
 
 
-def read_sequences(path: str | os.PathLike, titles_path: str | os.PathLike | None = None, encoding: str | None = None) -> RawLog:
+def read_sequences(
+    path: str | os.PathLike, titles_path: str | os.PathLike | None = None, encoding: str | None = None
+) -> RawLog:
     """S3-Rec/SASRec text: ``user item item ...`` per line (or ``user item`` pairs), chronological, whitespace-separated.
 
     Optional titles TSV: with a header naming ``item_id`` and ``title`` columns (extra columns ignored, a
@@ -85,7 +87,9 @@ def read_sequences(path: str | os.PathLike, titles_path: str | os.PathLike | Non
     for n, line in _lines(path, encoding):
         parts = line.split()
         if len(parts) < 2:
-            raise DataError(f"{path}:{n}: expected 'user item [item ...]' (at least 2 whitespace-separated fields), got {line!r}")
+            raise DataError(
+                f"{path}:{n}: expected 'user item [item ...]' (at least 2 whitespace-separated fields), got {line!r}"
+            )
         user = parts[0]
         log.users.extend([user] * (len(parts) - 1))
         log.items.extend(parts[1:])
@@ -114,20 +118,26 @@ def read_titles_tsv(path: str | os.PathLike, encoding: str | None = None) -> tup
             if len(cols) == title_col and len(cols) > id_col:
                 cols = cols + [""]
             else:
-                raise DataError(f"{path}:{n}: expected at least {max(id_col, title_col) + 1} tab-separated columns (item_id, title), got {line!r}")
+                raise DataError(
+                    f"{path}:{n}: expected at least {max(id_col, title_col) + 1} tab-separated columns (item_id, title), got {line!r}"
+                )
         titles[cols[id_col].strip()] = cols[title_col].strip()
         if text_col is not None and text_col < len(cols):
             texts[cols[id_col].strip()] = cols[text_col].strip()
     return titles, texts
 
 
-def read_movielens_1m(ratings_path: str | os.PathLike, movies_path: str | os.PathLike | None = None, encoding: str | None = "latin-1") -> RawLog:
+def read_movielens_1m(
+    ratings_path: str | os.PathLike, movies_path: str | os.PathLike | None = None, encoding: str | None = "latin-1"
+) -> RawLog:
     """MovieLens-1M ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) + ``movies.dat`` (``MovieID::Title::Genres``), Latin-1."""
     log = RawLog(source=str(ratings_path), times=[])
     for n, line in _lines(ratings_path, encoding):
         parts = line.split("::")
         if len(parts) != 4:
-            raise DataError(f"{ratings_path}:{n}: expected 'UserID::MovieID::Rating::Timestamp' (4 '::'-separated fields), got {line!r}")
+            raise DataError(
+                f"{ratings_path}:{n}: expected 'UserID::MovieID::Rating::Timestamp' (4 '::'-separated fields), got {line!r}"
+            )
         log.users.append(parts[0])
         log.items.append(parts[1])
         log.times.append(_time(parts[3], ratings_path, n))
@@ -136,7 +146,9 @@ def read_movielens_1m(ratings_path: str | os.PathLike, movies_path: str | os.Pat
     return log
 
 
-def read_movies_dat(path: str | os.PathLike, encoding: str | None = "latin-1") -> tuple[dict[str, str], dict[str, str]]:
+def read_movies_dat(
+    path: str | os.PathLike, encoding: str | None = "latin-1"
+) -> tuple[dict[str, str], dict[str, str]]:
     titles, texts = {}, {}
     for n, line in _lines(path, encoding):
         parts = line.split("::")
@@ -147,13 +159,17 @@ def read_movies_dat(path: str | os.PathLike, encoding: str | None = "latin-1") -
     return titles, texts
 
 
-def read_movielens_100k(data_path: str | os.PathLike, item_path: str | os.PathLike | None = None, encoding: str | None = "latin-1") -> RawLog:
+def read_movielens_100k(
+    data_path: str | os.PathLike, item_path: str | os.PathLike | None = None, encoding: str | None = "latin-1"
+) -> RawLog:
     """MovieLens-100K ``u.data`` (``user<TAB>item<TAB>rating<TAB>timestamp``) + ``u.item`` (``item|title|...|19 genre flags``)."""
     log = RawLog(source=str(data_path), times=[])
     for n, line in _lines(data_path, encoding):
         parts = line.split("\t")
         if len(parts) != 4:
-            raise DataError(f"{data_path}:{n}: expected 'user<TAB>item<TAB>rating<TAB>timestamp' (4 fields), got {line!r}")
+            raise DataError(
+                f"{data_path}:{n}: expected 'user<TAB>item<TAB>rating<TAB>timestamp' (4 fields), got {line!r}"
+            )
         log.users.append(parts[0])
         log.items.append(parts[1])
         log.times.append(_time(parts[3], data_path, n))
@@ -187,7 +203,9 @@ def _json_records(path: str | os.PathLike, encoding: str | None = None) -> Itera
         yield n, rec
 
 
-def read_amazon(reviews_path: str | os.PathLike, meta_path: str | os.PathLike | None = None, encoding: str | None = None) -> RawLog:
+def read_amazon(
+    reviews_path: str | os.PathLike, meta_path: str | os.PathLike | None = None, encoding: str | None = None
+) -> RawLog:
     """Amazon reviews JSON lines (2014 ``reviews_X_5.json(.gz)`` and 2018 style): ``reviewerID``, ``asin``, ``unixReviewTime``.
 
     Metadata JSON lines (``asin``, ``title``, optional ``description``) give titles and extra text.
@@ -196,7 +214,9 @@ def read_amazon(reviews_path: str | os.PathLike, meta_path: str | os.PathLike | 
     for n, rec in _json_records(reviews_path, encoding):
         missing = [k for k in ("reviewerID", "asin", "unixReviewTime") if k not in rec]
         if missing:
-            raise DataError(f"{reviews_path}:{n}: missing field(s) {missing}; expected reviewerID, asin, unixReviewTime")
+            raise DataError(
+                f"{reviews_path}:{n}: missing field(s) {missing}; expected reviewerID, asin, unixReviewTime"
+            )
         log.users.append(str(rec["reviewerID"]))
         log.items.append(str(rec["asin"]))
         log.times.append(_time(str(rec["unixReviewTime"]), reviews_path, n, "unixReviewTime"))
@@ -269,7 +289,9 @@ def read_event_log(path: str | os.PathLike, events: tuple[str, ...] = ("click", 
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         marks = ",".join("?" * len(events))
-        rows = con.execute(f"SELECT user_hash, item, ts FROM events WHERE event IN ({marks}) ORDER BY id", events).fetchall()
+        rows = con.execute(
+            f"SELECT user_hash, item, ts FROM events WHERE event IN ({marks}) ORDER BY id", events
+        ).fetchall()
     except sqlite3.DatabaseError as e:
         raise DataError(f"{path}: not an llmrec event log ({e})") from e
     finally:

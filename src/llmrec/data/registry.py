@@ -44,8 +44,16 @@ def _s3rec(name: str, subdir: str, stem: str, what: str) -> DatasetSpec:
         name=name,
         subdir=subdir,
         layouts=(
-            Layout(readers.read_sequences, {"path": f"{stem}.txt", "titles_path": f"{stem}_item_titles.tsv"}, ("titles_path",)),
-            Layout(readers.read_amazon, {"reviews_path": f"reviews_{stem}_5.json.gz", "meta_path": f"meta_{stem}.json.gz"}, ("meta_path",)),
+            Layout(
+                readers.read_sequences,
+                {"path": f"{stem}.txt", "titles_path": f"{stem}_item_titles.tsv"},
+                ("titles_path",),
+            ),
+            Layout(
+                readers.read_amazon,
+                {"reviews_path": f"reviews_{stem}_5.json.gz", "meta_path": f"meta_{stem}.json.gz"},
+                ("meta_path",),
+            ),
         ),
         download=f"{stem}.txt from {_S3REC}; or reviews_{stem}_5.json.gz and meta_{stem}.json.gz from {_AMAZON14}",
         description=f"Amazon {what} 2014, 5-core, S3-Rec split",
@@ -60,8 +68,14 @@ REGISTRY: dict[str, DatasetSpec] = {
         name="ml-1m",
         subdir="ml-1m",
         layouts=(
-            Layout(readers.read_movielens_1m, {"ratings_path": "ratings.dat", "movies_path": "movies.dat"}, ("movies_path",)),
-            Layout(readers.read_sequences, {"path": "ml-1m_seq_rawids.txt"}, (), (readers.read_movies_dat, "movies.dat")),
+            Layout(
+                readers.read_movielens_1m,
+                {"ratings_path": "ratings.dat", "movies_path": "movies.dat"},
+                ("movies_path",),
+            ),
+            Layout(
+                readers.read_sequences, {"path": "ml-1m_seq_rawids.txt"}, (), (readers.read_movies_dat, "movies.dat")
+            ),
         ),
         download="https://files.grouplens.org/datasets/movielens/ml-1m.zip (unzip; ratings.dat + movies.dat)",
         description="MovieLens 1M, all ratings as implicit interactions, chronological",
@@ -87,7 +101,9 @@ def read_registered(name: str, data_dir: str | os.PathLike, encoding: str | None
         DataError: unknown name, or none of its layouts' files present (the message lists them and the download).
     """
     if name not in REGISTRY:
-        raise DataError(f"unknown data set {name!r}; known: {sorted(REGISTRY)} (or pass --format and --input for your own files)")
+        raise DataError(
+            f"unknown data set {name!r}; known: {sorted(REGISTRY)} (or pass --format and --input for your own files)"
+        )
     spec = REGISTRY[name]
     folder = Path(data_dir) / spec.subdir
     for layout in spec.layouts:
