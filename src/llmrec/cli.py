@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("llmrec.commands.evaluate", "Evaluate a run directory with the shared full-ranking evaluator."),
     "recommend": ("llmrec.commands.recommend", "Recommend the next items for a history."),
     "compare": ("llmrec.commands.compare", "Compare run directories: Markdown table, JSON and a PNG chart."),
+    "serve": ("llmrec.commands.serve", "Serve a run over HTTP (recommendations + feedback log)."),
 }
 
 
