@@ -83,3 +83,15 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     model, data = RUN_LOADERS[info["kind"]](run_dir, info, device)
     name = info.get("name") or f"{info.get('model', info['kind'])}:{run_dir.name}"
     return LoadedRun(kind=info["kind"], name=name, run_dir=run_dir, model=model, data=data, info=info)
+
+
+def top_k(scores, history: Sequence[int], k: int, exclude_seen: bool = True) -> list[tuple[int, float]]:
+    """Top-``k`` (item id, score) from one score vector ``[N]``, optionally never returning history items."""
+    import torch
+
+    scores = scores.detach().float().clone()
+    if exclude_seen and len(history):
+        scores[torch.as_tensor(list(history), dtype=torch.long)] = float("-inf")
+    k = min(k, int(torch.isfinite(scores).sum()))
+    top = torch.topk(scores, k)
+    return list(zip(top.indices.tolist(), top.values.tolist()))

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from llmrec.data import Catalog
+from llmrec.runs import top_k
 
 
 @dataclass
@@ -274,15 +275,9 @@ def create_app(
         if len(req.history) > limits.max_history:
             raise ApiError(413, "history", f"history: at most {limits.max_history} items, got {len(req.history)}")
         hist = [_resolve(catalog, ref, f"history[{n}]") for n, ref in enumerate(req.history)]
-        scores = (await batcher.score(hist)).clone()  # [N]
-        if req.exclude_seen:
-            scores[torch.tensor(hist)] = float("-inf")
-        k = min(req.k, int(torch.isfinite(scores).sum()))
-        top = torch.topk(scores, k)
-        items = [
-            {"rank": r + 1, **_item_json(catalog, int(i)), "score": round(float(s), 6)}
-            for r, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()))
-        ]
+        ranked = top_k(await batcher.score(hist), hist, req.k, req.exclude_seen)
+        items = [{"rank": r + 1, **_item_json(catalog, i), "score": round(s, 6)} for r, (i, s) in enumerate(ranked)]
+        k = len(items)
         return {"model": name, "k": k, "items": items}
 
     @app.get("/items/{item_id}")

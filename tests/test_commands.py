@@ -1,0 +1,68 @@
+"""`llmrec recommend` and `llmrec compare` on small baseline runs (the LLM runs use the same code paths)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmrec.cli import main as cli_main
+from llmrec.data import Catalog, PreparedData, save_prepared
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmd")
+    n = 10
+    seqs = [[(u * 3 + j) % n for j in range(5)] + [0] * (u % 2) for u in range(20)]
+    seqs = [list(dict.fromkeys(s)) for s in seqs]
+    data = PreparedData(
+        Catalog([f"i{i}" for i in range(n)], [f"Title {i}" for i in range(n)]),
+        [f"u{u}" for u in range(20)],
+        seqs,
+        {},
+        {"dataset": "toy"},
+    )
+    save_prepared(data, root / "data")
+    save_prepared(data, root / "data2")
+    for name, d in (("pop", "data"), ("pop2", "data2")):
+        assert cli_main(["baseline", "pop", "--data", str(root / d), "--out", str(root / name)]) == 0
+    return root
+
+
+def test_recommend_history_ids_and_titles_json(runs, capsys):
+    capsys.readouterr()
+    assert cli_main(["recommend", "--run", str(runs / "pop"), "--history", "i1, Title 2", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip())
+    assert out["history"] == ["i1", "i2"]
+    ids = [it["id"] for it in out["items"]]
+    assert len(ids) == 3 and not {"i1", "i2"} & set(ids)
+    scores = [it["score"] for it in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_jsonl_and_errors(runs, tmp_path, capsys):
+    f = tmp_path / "h.jsonl"
+    f.write_text('{"history": ["i1"]}\n\n{"history": ["i3", "i4"]}\n')
+    assert cli_main(["recommend", "--run", str(runs / "pop"), "--input", str(f), "-k", "2", "--json"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    f.write_text('{"history": ["i1"]}\n{"history": ["nope"]}\n')
+    assert cli_main(["recommend", "--run", str(runs / "pop"), "--input", str(f)]) == 2
+    assert f"{f}:2:" in capsys.readouterr().err
+    f.write_text('{"prompt": "hello"}\n')
+    assert cli_main(["recommend", "--run", str(runs / "pop"), "--input", str(f)]) == 2
+    assert "need an LLM run" in capsys.readouterr().err
+    assert cli_main(["recommend", "--run", str(tmp_path), "--history", "i1"]) == 2
+
+
+def test_compare_writes_table_json_png_and_refuses_mixed_data(runs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert cli_main(["compare", str(runs / "pop"), "--out", str(out)]) == 0
+    md = (out / "compare.md").read_text()
+    assert "| pop |" in md and "ndcg@10" in md
+    rows = json.loads((out / "compare.json").read_text())["runs"]
+    metrics = json.loads((runs / "pop" / "metrics.json").read_text())["test"]["metrics"]
+    assert rows[0]["metrics"]["ndcg@10"] == metrics["ndcg@10"]
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli_main(["compare", str(runs / "pop"), str(runs / "pop2"), "--out", str(out)]) == 2
+    assert "different prepared data sets" in capsys.readouterr().err
