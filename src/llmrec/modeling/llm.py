@@ -1,0 +1,249 @@
+"""The LLM recommender: a causal LM with item tokens, LoRA adapters, and a stable API over a run directory.
+
+Public API (used by ``llmrec evaluate/recommend/compare`` and the HTTP server; keep stable):
+
+    rec = load_run(run_dir)                       # -> LLMRecommender
+    rec.catalog                                   # llmrec.data.Catalog of the run's prepared data
+    rec.score(histories) -> Tensor [B, num_items] # float32 CPU, higher = more likely next; internal item ids
+    rec.recommend(history, k=10, exclude_seen=True) -> list[tuple[int, float]]   # (item id, score), best first
+    rec.generate(history, k=10, exclude_seen=True, do_sample=False) -> list[int] # constrained beam search
+
+Only what changed is trained and saved: LoRA matrices on the attention (optionally MLP) projections and the item
+tokens' embedding rows (peft ``trainable_token_indices``; for a tied LM head the output rows are the same
+parameters, for an untied head its item rows are trainable too). All other base weights stay frozen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llmrec.modeling.item_tokens import ItemVocab
+
+ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MLP_MODULES = ["gate_proj", "up_proj", "down_proj"]
+
+
+def apply_lora(
+    model,
+    vocab: ItemVocab,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.0,
+    target_mlp: bool = False,
+    train_item_tokens: bool = True,
+):
+    """Wrap ``model`` with peft LoRA on the attention projections (+MLP) and trainable item-token rows.
+
+    Returns:
+        the ``PeftModel``; only the adapter matrices and the item rows require grad.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    indices = list(range(vocab.first_id, vocab.end_id))
+    tokens = None
+    if train_item_tokens:
+        embed_name = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()).split(".")[-1]
+        out = model.get_output_embeddings()
+        tied = out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+        if tied or out is None:
+            tokens = indices
+        else:
+            out_name = next(n for n, m in model.named_modules() if m is out).split(".")[-1]
+            tokens = {embed_name: indices, out_name: indices}
+    if getattr(model, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=ATTENTION_MODULES + (MLP_MODULES if target_mlp else []),
+        trainable_token_indices=tokens,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def _item_rows(layer: nn.Module, vocab: ItemVocab) -> torch.Tensor:
+    """Effective item rows [N, D] of an embedding/linear layer, seen through a peft trainable-tokens wrapper."""
+    adapter = getattr(layer, "token_adapter", None)
+    if adapter is not None and not adapter.disable_adapters and adapter.active_adapters:
+        name = adapter.active_adapters[0]
+        src = adapter.tied_adapter or adapter
+        if name in src.trainable_tokens_delta:
+            idx = src.token_indices[name]
+            if idx[0] == vocab.first_id and len(idx) == vocab.num_items and idx[-1] == vocab.end_id - 1:
+                return src.trainable_tokens_delta[name]
+    weight = layer.original_module.weight if hasattr(layer, "original_module") else layer.weight
+    return weight[vocab.first_id : vocab.end_id]
+
+
+class ItemLM(nn.Module):
+    """The LM seen as a next-item model: decoder hidden states dotted with the item tokens' output rows.
+
+    ``forward`` computes the summed next-item cross-entropy over the item-token vocabulary only, at every position
+    flagged in ``target_mask`` (the hidden state *before* each flagged item token predicts it). Keeping the loss
+    inside ``forward`` lets DDP/Accelerate wrap this module as a whole.
+
+    Args:
+        lm: the (peft-wrapped) causal LM.
+        vocab: item token location.
+        embed_dropout: dropout on the input embeddings during training (a regulariser for the item rows).
+    """
+
+    def __init__(self, lm, vocab: ItemVocab, embed_dropout: float = 0.0):
+        super().__init__()
+        self.lm, self.vocab = lm, vocab
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        self.decoder = getattr(base, base.base_model_prefix)
+        self.tied = bool(getattr(base.config, "tie_word_embeddings", False)) or base.get_output_embeddings() is None
+        self._base = [base]  # list: not registered as a submodule twice
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def item_weights(self) -> torch.Tensor:
+        """Output rows of the item tokens, [num_items, D] (differentiable)."""
+        base = self._base[0]
+        layer = base.get_input_embeddings() if self.tied else base.get_output_embeddings()
+        return _item_rows(layer, self.vocab)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
+        embeds = self.embed_dropout(self._base[0].get_input_embeddings()(input_ids))
+        return self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor):
+        """Summed cross-entropy and target count.
+
+        Args:
+            input_ids, attention_mask: [B, L], right-padded.
+            target_mask: [B, L] bool, True at positions holding an item token to predict (never position 0).
+
+        Returns:
+            ``(loss_sum, num_targets)``.
+        """
+        hidden = self.hidden_states(input_ids, attention_mask)  # [B, L, D]
+        tmask = target_mask[:, 1:]
+        h = hidden[:, :-1][tmask]  # [T, D], the state before each target token
+        targets = input_ids[:, 1:][tmask] - self.vocab.first_id  # [T]
+        logits = h.float() @ self.item_weights().float().T  # [T, N]
+        loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
+        return loss, targets.numel()
+
+
+class LLMRecommender:
+    """Recommendations from an ``ItemLM`` + prompt encoder + catalog (what ``load_run`` returns).
+
+    Args:
+        item_lm: the model.
+        encoder: ``llmrec.prompts.PromptEncoder`` turning histories into token ids.
+        tokenizer: tokenizer with the item tokens.
+        catalog: the run's ``Catalog``.
+        batch_size: prompts per forward pass in ``score``.
+    """
+
+    def __init__(self, item_lm: ItemLM, encoder, tokenizer, catalog, batch_size: int = 64, name: str = "llm"):
+        self.item_lm, self.encoder, self.tokenizer, self.catalog = item_lm, encoder, tokenizer, catalog
+        self.batch_size, self.name = batch_size, name
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @property
+    def num_items(self) -> int:
+        return self.item_lm.vocab.num_items
+
+    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Scores of every item as the next one after each history: ``[B, num_items]`` float32 on CPU.
+
+        Histories are lists of internal item ids, oldest first (an empty history is allowed). Seen items are not
+        masked here; the evaluator (or ``recommend``) does that.
+        """
+        from llmrec.decoding import score_prompts
+
+        prompts = [self.encoder.encode(h) or [self.pad_id] for h in histories]
+        was_training = self.item_lm.training
+        self.item_lm.eval()
+        try:
+            return score_prompts(self.item_lm, prompts, self.pad_id, self.batch_size)
+        finally:
+            self.item_lm.train(was_training)
+
+    def recommend(self, history: Sequence[int], k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
+        """Top ``k`` next items for one history: ``[(item_id, score), ...]`` best first (fast path)."""
+        from llmrec.decoding import mask_items, top_k
+
+        scores = mask_items(self.score([history]), [history] if exclude_seen else None)
+        items, values = top_k(scores, k)
+        return list(zip(items[0], values[0]))
+
+    def generate(
+        self, history: Sequence[int], k: int = 10, exclude_seen: bool = True, do_sample: bool = False
+    ) -> list[int]:
+        """Top ``k`` items by constrained beam search (or ``k`` samples); same top K as ``recommend``."""
+        from llmrec.decoding import generate_items
+
+        self.item_lm.eval()
+        return generate_items(
+            self.item_lm.lm,
+            self.item_lm.vocab,
+            [self.encoder.encode(history)],
+            self.pad_id,
+            k=k,
+            do_sample=do_sample,
+            exclude=[history] if exclude_seen else None,
+        )[0]
+
+
+def load_run(run_dir: str | Path, device: str | None = None, batch_size: int = 64) -> LLMRecommender:
+    """Load a run directory written by ``llmrec train`` (``run.json`` kind ``llm``).
+
+    Reads ``config.yaml`` (base model, layers, prompt settings), ``tokenizer/``, ``adapter/`` and ``prompt.txt``,
+    and the prepared data named in ``run.json`` for the catalog. The base model must be loadable offline.
+
+    Raises:
+        FileNotFoundError: a required file of the run is missing.
+        ValueError: the run is not an LLM run.
+    """
+    import yaml
+    from peft import PeftModel
+
+    from llmrec.data.dataset import load_prepared
+    from llmrec.modeling.item_tokens import find_item_vocab, resize_for_items
+    from llmrec.modeling.lm import load_causal_lm, load_tokenizer
+    from llmrec.prompts import PromptEncoder, parse_template
+
+    run = Path(run_dir)
+    for name in ("run.json", "config.yaml", "prompt.txt", "tokenizer", "adapter"):
+        if not (run / name).exists():
+            raise FileNotFoundError(f"{run} is not a complete LLM run directory: {name} is missing")
+    info = json.loads((run / "run.json").read_text())
+    if info.get("kind") != "llm":
+        raise ValueError(f"{run}/run.json: kind is {info.get('kind')!r}, expected 'llm'")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    data = load_prepared(info["data"])
+    lm, _ = load_causal_lm(
+        cfg["model"],
+        num_layers=cfg.get("num_layers"),
+        dtype=cfg.get("dtype", "float32"),
+        trust_remote_code=cfg.get("trust_remote_code", False),
+    )
+    tokenizer = load_tokenizer(str(run / "tokenizer"))
+    vocab = find_item_vocab(tokenizer, data.num_items)
+    resize_for_items(lm, vocab)
+    lm = PeftModel.from_pretrained(lm, str(run / "adapter"), is_trainable=False)
+    item_lm = ItemLM(lm, vocab).eval()
+    if device:
+        item_lm.to(device)
+    template = parse_template((run / "prompt.txt").read_text(encoding="utf-8"), cfg.get("prompt", "prompt"))
+    encoder = PromptEncoder(
+        template, tokenizer, vocab, data.catalog, cfg.get("max_history", 20), cfg.get("max_prompt_tokens")
+    )
+    return LLMRecommender(item_lm, encoder, tokenizer, data.catalog, batch_size=batch_size, name=run.name)

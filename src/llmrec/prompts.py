@@ -1,0 +1,197 @@
+"""Rendering item histories into token ids from the templates in ``prompts/*.txt``.
+
+A template file holds ``key = "JSON string"`` lines (``#`` starts a comment):
+
+    prefix  text before the history
+    item    one history item; ``{item}`` is the item token (required), ``{title}`` and ``{raw_id}`` come from the
+            catalog
+    suffix  the cue after the history; the predicted item token follows it directly
+    system  system message, used only with ``chat``
+    chat    "true": wrap ``prefix + items + suffix`` as the user turn of the tokenizer's chat template and let the
+            assistant answer with the item token; ignored (plain text) when the tokenizer has no chat template
+
+A prompt is ``[chat head] prefix item(h_1) ... item(h_n) suffix [chat tail]`` followed, in training, by the target
+item token. Pieces are tokenized separately and concatenated (each item piece once, cached), so an item token
+is always the single id of ``<|item_i|>`` and truncation works on whole items: the history keeps its last
+``max_items`` items, then drops the oldest until the prompt fits ``max_tokens``.
+
+Templates are looked up by name in ``$LLMREC_PROMPTS`` (if set) and then in the repository's ``prompts/``;
+a path to a ``.txt`` file works too. Run directories store the template text, so loading a run never needs
+the lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmrec.modeling.item_tokens import ItemVocab
+
+_KEYS = {"prefix", "item", "suffix", "system", "chat"}
+_PLACEHOLDER = "\u2063LLMREC_USER_TURN\u2063"
+
+
+class PromptError(ValueError):
+    """A template is missing, malformed or unusable; the message names the template and the problem."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    item: str = "{item}"
+    prefix: str = ""
+    suffix: str = ""
+    system: str = ""
+    chat: bool = False
+    text: str = ""  # the file's source, saved into run directories
+
+
+def template_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("LLMREC_PROMPTS"):
+        dirs.append(Path(os.environ["LLMREC_PROMPTS"]))
+    dirs.append(Path(__file__).resolve().parents[2] / "prompts")
+    return dirs
+
+
+def available_templates() -> list[str]:
+    """Names of the templates found in the template directories."""
+    return sorted({p.stem for d in template_dirs() if d.is_dir() for p in d.glob("*.txt")})
+
+
+def parse_template(text: str, name: str) -> PromptTemplate:
+    """Parse template source text (see the module docstring). Raises ``PromptError`` naming the line."""
+    values: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or key not in _KEYS:
+            raise PromptError(f'template {name!r} line {n}: expected `key = "value"` with key in {sorted(_KEYS)}')
+        try:
+            parsed = json.loads(value.strip())
+        except json.JSONDecodeError as e:
+            raise PromptError(f"template {name!r} line {n}: value must be a JSON string ({e})") from e
+        if not isinstance(parsed, str):
+            raise PromptError(f"template {name!r} line {n}: value must be a JSON string")
+        values[key] = parsed
+    item = values.get("item", "{item}")
+    if item.count("{item}") != 1:
+        raise PromptError(f"template {name!r}: `item` must contain {{item}} exactly once, got {item!r}")
+    chat = values.get("chat", "false").lower()
+    if chat not in ("true", "false"):
+        raise PromptError(f'template {name!r}: chat must be "true" or "false"')
+    return PromptTemplate(
+        name=name,
+        item=item,
+        prefix=values.get("prefix", ""),
+        suffix=values.get("suffix", ""),
+        system=values.get("system", ""),
+        chat=chat == "true",
+        text=text,
+    )
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    """Template by name (``compact``, ``titles``, ...) or by path to a ``.txt`` file.
+
+    Raises:
+        PromptError: not found (the message lists the available names) or malformed.
+    """
+    path = Path(name_or_path)
+    if not (path.suffix == ".txt" and path.is_file()):
+        candidates = [d / f"{name_or_path}.txt" for d in template_dirs()]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise PromptError(f"unknown prompt template {name_or_path!r}; available: {available_templates()}")
+    return parse_template(path.read_text(encoding="utf-8"), path.stem)
+
+
+class PromptEncoder:
+    """Turns histories of internal item ids into token ids with one template, tokenizer and catalog.
+
+    Args:
+        template: the prompt template.
+        tokenizer: a tokenizer holding the item tokens.
+        vocab: where the item tokens are.
+        catalog: the ``Catalog`` (``titles`` and ``raw_ids`` by internal id fill ``{title}`` and ``{raw_id}``).
+        max_items: keep only the last ``max_items`` history items.
+        max_tokens: drop the oldest items until the prompt (with target) has at most this many tokens.
+    """
+
+    def __init__(
+        self,
+        template: PromptTemplate,
+        tokenizer,
+        vocab: ItemVocab,
+        catalog,
+        max_items: int = 20,
+        max_tokens: int | None = None,
+    ):
+        if max_items < 1:
+            raise PromptError(f"max_items must be >= 1, got {max_items}")
+        self.template, self.tokenizer, self.vocab = template, tokenizer, vocab
+        self.titles, self.raw_ids = catalog.titles, catalog.raw_ids
+        self.max_items, self.max_tokens = max_items, max_tokens
+        self.uses_chat = template.chat and bool(getattr(tokenizer, "chat_template", None))
+        head, tail = template.prefix, template.suffix
+        if self.uses_chat:
+            messages = [{"role": "system", "content": template.system}] if template.system else []
+            messages.append({"role": "user", "content": _PLACEHOLDER})
+            chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            before, _, after = chat.partition(_PLACEHOLDER)
+            head, tail = before + head, tail + after
+            specials: list[int] = []
+        else:
+            # BOS (or whatever the tokenizer puts in front of every text), e.g. for Llama-3-style models.
+            specials = tokenizer("", add_special_tokens=True)["input_ids"]
+        self.head = specials + self._encode_text(head)
+        self.tail = self._encode_text(tail)
+        self._item_cache: dict[int, list[int]] = {}
+        self._plain_items = template.item == "{item}"
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def item_ids(self, item: int) -> list[int]:
+        """Token ids of one rendered history item."""
+        if self._plain_items:
+            return [self.vocab.token_id(item)]
+        ids = self._item_cache.get(item)
+        if ids is None:
+            before, _, after = self.template.item.partition("{item}")
+            ids = self._encode_text(self._fill(before, item)) + [self.vocab.token_id(item)]
+            ids += self._encode_text(self._fill(after, item))
+            self._item_cache[item] = ids
+        return ids
+
+    def _fill(self, text: str, item: int) -> str:
+        title = self.titles[item] if item < len(self.titles) else ""
+        raw = self.raw_ids[item] if item < len(self.raw_ids) else str(item)
+        return text.replace("{title}", title or "").replace("{raw_id}", raw)
+
+    def encode(self, history: Sequence[int], target: int | None = None) -> list[int]:
+        """Token ids of the prompt for ``history`` (oldest first), followed by the target's token if given."""
+        for i in history:
+            if not 0 <= i < self.vocab.num_items:
+                raise PromptError(f"item id {i} is outside the catalog (0..{self.vocab.num_items - 1})")
+        pieces = [self.item_ids(i) for i in list(history)[-self.max_items :]]
+        end = [self.vocab.token_id(target)] if target is not None else []
+        if self.max_tokens is not None:
+            fixed = len(self.head) + len(self.tail) + len(end)
+            total = fixed + sum(len(p) for p in pieces)
+            start = 0
+            while total > self.max_tokens and start < len(pieces):
+                total -= len(pieces[start])
+                start += 1
+            pieces = pieces[start:]
+        return self.head + [t for p in pieces for t in p] + self.tail + end
+
+    def render(self, history: Sequence[int], target: int | None = None) -> str:
+        """The prompt as text (for display and debugging)."""
+        return self.tokenizer.decode(self.encode(history, target), skip_special_tokens=False)
