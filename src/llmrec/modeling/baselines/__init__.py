@@ -1,0 +1,16 @@
+"""Sequence-recommendation baselines: Pop, GRU4Rec, SASRec, BERT4Rec.
+
+``MODELS`` maps a model name to its class; every class is built from a ``ModelArgs`` and exposes
+``score(histories) -> [B, num_items]`` for the shared evaluator. Neural models also expose
+``loss(seqs, loss_type, generator)``; Pop has ``fit(train_sequences)`` instead.
+"""
+
+from llmrec.modeling.baselines.base import ModelArgs, SequenceModel
+from llmrec.modeling.baselines.bert4rec import BERT4Rec
+from llmrec.modeling.baselines.gru4rec import GRU4Rec
+from llmrec.modeling.baselines.pop import Pop
+from llmrec.modeling.baselines.sasrec import SASRec
+
+MODELS = {"pop": Pop, "gru4rec": GRU4Rec, "sasrec": SASRec, "bert4rec": BERT4Rec}
+
+__all__ = ["MODELS", "BERT4Rec", "GRU4Rec", "ModelArgs", "Pop", "SASRec", "SequenceModel"]

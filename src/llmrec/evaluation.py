@@ -1,0 +1,255 @@
+"""The single full-ranking evaluator shared by every model (LLM, SASRec, GRU4Rec, BERT4Rec, Pop).
+
+Protocol (stated again in ``evaluate``'s docstring and in every result's ``protocol`` field):
+    leave-one-out; for split "valid" the history is ``s[:-2]`` and the target ``s[-2]``, for "test" the history is
+    ``s[:-1]`` and the target ``s[-1]``; the target is ranked against the whole catalog; by default the items of the
+    user's input history (other than the target itself) are removed from the candidates; ties are broken
+    pessimistically (the target is placed after every other item with the same score).
+
+Ranks are 0-based here: rank 0 is the top of the list. Metric keys: ``hr@K`` (hit rate, equal to recall@K with
+one target per user), ``ndcg@K``, ``precision@K`` (= hr@K / K), ``mrr`` (over the full ranking), ``coverage@K``
+(fraction of the catalog appearing in at least one user's top-K) and ``avg_pop@K`` (mean training-split interaction
+count of the recommended top-K items).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from llmrec.data import PreparedData
+
+ScoreFn = Callable[[list[list[int]]], torch.Tensor]
+
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target under pessimistic tie-breaking.
+
+    ``rank = #{items with score > target score} + #{other items with score == target score}``, i.e. the worst
+    position the target could take among its ties. A model that scores everything equally gets rank N-1.
+
+    Args:
+        scores: ``[B, N]`` float scores; masked items should hold ``-inf``.
+        targets: ``[B]`` item ids.
+
+    Returns:
+        ``[B]`` int64 ranks.
+    """
+    target_scores = scores.gather(1, targets.view(-1, 1))  # [B, 1]
+    # >= counts the target itself once, so subtract it.
+    return (scores >= target_scores).sum(dim=1) - 1
+
+
+def metrics_from_ranks(
+    ranks: torch.Tensor | np.ndarray | Sequence[int], ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
+    """Rank-based metrics averaged over users (one target per user).
+
+    Args:
+        ranks: 0-based rank of each user's target.
+        ks: cut-offs.
+
+    Returns:
+        ``{"hr@K", "ndcg@K", "precision@K" for K in ks, "mrr"}``; ``ndcg@K = 1/log2(rank+2)`` when ``rank < K``.
+    """
+    sums = _rank_sums(torch.as_tensor(ranks, dtype=torch.int64), ks)
+    n = max(len(ranks), 1)
+    return {name: value / n for name, value in sums.items()}
+
+
+def _rank_sums(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+    ranks = ranks.to(torch.float64)
+    out: dict[str, float] = {}
+    gain = 1.0 / torch.log2(ranks + 2.0)
+    for k in ks:
+        hit = ranks < k
+        out[f"hr@{k}"] = hit.sum().item()
+        out[f"ndcg@{k}"] = (gain * hit).sum().item()
+        out[f"precision@{k}"] = hit.sum().item() / k
+    out["mrr"] = (1.0 / (ranks + 1.0)).sum().item()
+    return out
+
+
+class _Accumulator:
+    """Running sums over batches so memory stays bounded by one ``[batch, N]`` score block."""
+
+    def __init__(self, num_items: int, ks: Sequence[int], popularity: torch.Tensor | None):
+        self.ks = tuple(ks)
+        self.num_items = num_items
+        self.popularity = popularity.to(torch.float64) if popularity is not None else None
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.covered = {k: torch.zeros(num_items, dtype=torch.bool) for k in self.ks}
+        self.pop_sums = dict.fromkeys(self.ks, 0.0)
+
+    def add(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ranks = pessimistic_ranks(scores, targets)
+        for name, value in _rank_sums(ranks, self.ks).items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        kmax = min(max(self.ks), self.num_items)
+        top = scores.topk(kmax, dim=1).indices  # [B, kmax]
+        for k in self.ks:
+            top_k = top[:, :k]
+            self.covered[k][top_k.reshape(-1)] = True
+            if self.popularity is not None:
+                self.pop_sums[k] += self.popularity[top_k].mean(dim=1).sum().item()
+        self.count += len(targets)
+        return ranks
+
+    def result(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        out = {name: value / n for name, value in self.sums.items()}
+        for k in self.ks:
+            out[f"coverage@{k}"] = self.covered[k].sum().item() / self.num_items
+            if self.popularity is not None:
+                out[f"avg_pop@{k}"] = self.pop_sums[k] / n
+        return dict(sorted(out.items(), key=lambda kv: _metric_order(kv[0])))
+
+
+def _metric_order(name: str) -> tuple[int, int]:
+    base, _, k = name.partition("@")
+    order = ["hr", "ndcg", "mrr", "precision", "coverage", "avg_pop"]
+    return order.index(base) if base in order else len(order), int(k) if k else 0
+
+
+def metrics_from_scores(
+    scores: torch.Tensor,
+    targets: torch.Tensor | Sequence[int],
+    ks: Sequence[int] = DEFAULT_KS,
+    popularity: torch.Tensor | np.ndarray | None = None,
+) -> dict[str, float]:
+    """All metrics from one score matrix (pure; masking must already be applied as ``-inf``).
+
+    Args:
+        scores: ``[B, N]`` scores over the whole catalog.
+        targets: ``[B]`` target item ids.
+        ks: cut-offs.
+        popularity: optional ``[N]`` interaction counts; adds ``avg_pop@K``.
+
+    Returns:
+        The metrics of ``metrics_from_ranks`` plus ``coverage@K`` (and ``avg_pop@K``).
+    """
+    pop = torch.as_tensor(popularity) if popularity is not None else None
+    acc = _Accumulator(scores.shape[1], ks, pop)
+    acc.add(scores.float(), torch.as_tensor(targets, dtype=torch.int64))
+    return acc.result()
+
+
+def mask_scores(
+    scores: torch.Tensor,
+    histories: Sequence[Sequence[int]],
+    targets: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Set the scores of history items (except each row's target) and of ``exclude`` items to ``-inf``, in place."""
+    rows = [i for i, h in enumerate(histories) for _ in h]
+    if rows:
+        cols = torch.tensor([item for h in histories for item in h], dtype=torch.int64)
+        rows_t = torch.tensor(rows, dtype=torch.int64)
+        keep = cols != targets[rows_t]  # never hide the target itself (repeat consumption)
+        scores[rows_t[keep], cols[keep]] = -math.inf
+    if exclude is not None and len(exclude):
+        scores[:, exclude] = -math.inf
+    return scores
+
+
+def protocol_description(split: str, mask_history: bool, num_items: int, exclude_count: int = 0) -> str:
+    hist = "s[:-2]" if split == "valid" else "s[:-1]"
+    target = "s[-2]" if split == "valid" else "s[-1]"
+    masked = (
+        "items of the input history (other than the target) removed from the candidates"
+        if mask_history
+        else "history items kept as candidates"
+    )
+    extra = f"; {exclude_count} item(s) excluded for every user" if exclude_count else ""
+    return (
+        f"leave-one-out, split={split} (history {hist}, target {target}); full ranking over all {num_items} items; "
+        f"{masked}{extra}; ties broken pessimistically"
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    score_fn: ScoreFn,
+    data: PreparedData,
+    split: str,
+    ks: Sequence[int] = DEFAULT_KS,
+    mask_history: bool = True,
+    batch_size: int = 1024,
+    exclude: Sequence[int] | None = None,
+    max_users: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Full-ranking leave-one-out evaluation of any model that scores the whole catalog.
+
+    Protocol: for every user with sequence ``s``, split "valid" uses history ``s[:-2]`` and target ``s[-2]``;
+    split "test" uses history ``s[:-1]`` and target ``s[-1]``. ``score_fn`` scores all ``num_items`` items; the
+    target is ranked against the whole catalog (no sampled negatives). With ``mask_history`` (default) every item
+    of the user's input history except the target itself gets score ``-inf``. Items in ``exclude`` get ``-inf``
+    for every user. Ties are broken pessimistically: ``rank = #{score > target} + #{other items with score ==
+    target}`` (worst case), so constant or degenerate scores cannot look good. Users are processed in batches of
+    ``batch_size``, so memory is bounded by one ``[batch_size, num_items]`` block.
+
+    Args:
+        score_fn: ``histories (list of lists of internal item ids) -> [B, num_items]`` float tensor. It must not
+            modify its input.
+        data: the prepared data set.
+        split: "valid" or "test".
+        ks: cut-offs for the @K metrics.
+        mask_history: remove history items from the candidates (see above).
+        batch_size: users per ``score_fn`` call.
+        exclude: item ids never recommended to anyone (e.g. items a model cannot produce).
+        max_users: evaluate only the first ``max_users`` users (for quick checks; the result says so).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{"split", "num_users", "num_items", "ks", "protocol", "metrics": {...}, "wall_time_s"}`` where the metric
+        keys are ``hr@K``, ``ndcg@K``, ``mrr``, ``precision@K``, ``coverage@K``, ``avg_pop@K`` (see module doc),
+        plus ``targets_in_history`` (users whose target also occurs in their input history).
+    """
+    start = time.perf_counter()
+    histories, targets = data.split(split)
+    if max_users is not None:
+        histories, targets = histories[:max_users], targets[:max_users]
+    num_items = data.num_items
+    pop = torch.as_tensor(data.item_popularity())
+    excl = torch.as_tensor(sorted(set(exclude)), dtype=torch.int64) if exclude else None
+    acc = _Accumulator(num_items, ks, pop)
+    repeats = 0
+    batches = range(0, len(histories), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"evaluate {split}", unit="batch")
+    for lo in batches:
+        hist = histories[lo : lo + batch_size]
+        tgt = torch.as_tensor(targets[lo : lo + batch_size], dtype=torch.int64)
+        scores = score_fn([list(h) for h in hist])
+        if scores.shape != (len(hist), num_items):
+            raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {(len(hist), num_items)}")
+        scores = scores.detach().to("cpu", torch.float32).clone()
+        if torch.isnan(scores).any():
+            raise ValueError("score_fn returned NaN scores")
+        if mask_history:
+            mask_scores(scores, hist, tgt, excl)
+        elif excl is not None:
+            scores[:, excl] = -math.inf
+        repeats += sum(int(t) in set(h) for h, t in zip(hist, tgt.tolist()))
+        acc.add(scores, tgt)
+    metrics = acc.result()
+    return {
+        "split": split,
+        "num_users": len(histories),
+        "num_items": num_items,
+        "ks": list(ks),
+        "protocol": protocol_description(split, mask_history, num_items, 0 if excl is None else len(excl)),
+        "metrics": metrics,
+        "targets_in_history": repeats,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+    }
