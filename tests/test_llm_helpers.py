@@ -35,6 +35,17 @@ WORDS = [
     "you",
     "recommend",
     "answer",
+    "system",
+    "assistant",
+    "product",
+    "a",
+    "shopper",
+    "will",
+    "buy",
+    "with",
+    "one",
+    "token",
+    "hair",
 ]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<s> {{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
@@ -57,12 +68,13 @@ TITLES = [
 
 
 def make_tokenizer(chat: bool = True):
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "<s>", "</s>", ":", ";", ",", "?", "."] + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="<s>", eos_token="</s>"
     )

@@ -51,7 +51,8 @@ def build_examples(
         if objective == "sequence":
             s = seq[-(max_history + 1) :]
             ids = encoder.encode(s[:-1], target=s[-1])
-            targets = [p for p in range(1, len(ids)) if vocab.first_id <= ids[p] < vocab.end_id]
+            # every item token but the first: the oldest item has no history to be predicted from (as in sft)
+            targets = [p for p in range(1, len(ids)) if vocab.first_id <= ids[p] < vocab.end_id][1:]
             examples.append((ids, targets))
         else:
             for t in range(1, len(seq)):
@@ -220,7 +221,8 @@ def train(cfg: TrainConfig) -> dict:
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    # cpu=True without CUDA: accelerate only sets up gloo (MULTI_CPU) under torchrun when told it runs on CPU.
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     run_dir = Path(cfg.output_dir)
     data = load_prepared(cfg.data)

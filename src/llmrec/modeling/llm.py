@@ -149,10 +149,15 @@ class LLMRecommender:
         tokenizer: tokenizer with the item tokens.
         catalog: the run's ``Catalog``.
         batch_size: prompts per forward pass in ``score``.
+        name: display name (the run directory's name for ``load_run``).
+        data: the run's ``PreparedData`` (set by ``load_run``).
     """
 
-    def __init__(self, item_lm: ItemLM, encoder, tokenizer, catalog, batch_size: int = 64, name: str = "llm"):
+    def __init__(
+        self, item_lm: ItemLM, encoder, tokenizer, catalog, batch_size: int = 64, name: str = "llm", data=None
+    ):
         self.item_lm, self.encoder, self.tokenizer, self.catalog = item_lm, encoder, tokenizer, catalog
+        self.data = data  # the run's PreparedData when loaded with load_run (None otherwise)
         self.batch_size, self.name = batch_size, name
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -246,4 +251,4 @@ def load_run(run_dir: str | Path, device: str | None = None, batch_size: int = 6
     encoder = PromptEncoder(
         template, tokenizer, vocab, data.catalog, cfg.get("max_history", 20), cfg.get("max_prompt_tokens")
     )
-    return LLMRecommender(item_lm, encoder, tokenizer, data.catalog, batch_size=batch_size, name=run.name)
+    return LLMRecommender(item_lm, encoder, tokenizer, data.catalog, batch_size=batch_size, name=run.name, data=data)

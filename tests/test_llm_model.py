@@ -1,0 +1,115 @@
+"""Model loading, item tokens and LoRA on a tiny offline Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmrec.modeling.item_tokens import (
+    add_item_tokens,
+    find_item_vocab,
+    init_item_embeddings,
+    item_token,
+    resize_for_items,
+)
+from llmrec.modeling.llm import ItemLM, apply_lora
+from llmrec.modeling.lm import ModelLoadError, load_causal_lm
+from test_llm_helpers import TITLES, make_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"tied": make_tiny_model_dir(root / "tied"), "untied": make_tiny_model_dir(root / "untied", tied=False)}
+
+
+def _with_items(path, n=12):
+    lm, tok = load_causal_lm(str(path))
+    vocab = add_item_tokens(tok, n)
+    resize_for_items(lm, vocab)
+    init_item_embeddings(lm, tok, vocab, TITLES[:n])
+    return lm, tok, vocab
+
+
+def test_load_truncates_layers(model_dirs):
+    lm, tok = load_causal_lm(str(model_dirs["tied"]), num_layers=1)
+    assert len(lm.model.layers) == 1 and lm.config.num_hidden_layers == 1
+    with pytest.raises(ModelLoadError, match="num_layers"):
+        load_causal_lm(str(model_dirs["tied"]), num_layers=5)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="offline"):
+        load_causal_lm(str(tmp_path / "nope"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_4bit_needs_cuda(model_dirs):
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        load_causal_lm(str(model_dirs["tied"]), load_in_4bit=True)
+
+
+def test_item_tokens_are_single_contiguous_ids(model_dirs):
+    _, tok, vocab = _with_items(model_dirs["tied"])
+    assert find_item_vocab(tok, len(TITLES)) == vocab
+    text = "the user bought " + " ".join(item_token(i) for i in range(len(TITLES))) + item_token(11) + "red"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    items = [t for t in ids if vocab.first_id <= t < vocab.end_id]
+    assert items == [vocab.token_id(i) for i in range(len(TITLES))] + [vocab.token_id(11)]
+    assert tok.convert_ids_to_tokens(vocab.token_id(7)) == "<|item_7|>"
+    with pytest.raises(ValueError, match="already"):
+        add_item_tokens(tok, 3)
+
+
+def test_title_init_is_mean_of_title_tokens(model_dirs):
+    lm, tok, vocab = _with_items(model_dirs["tied"])
+    emb = lm.get_input_embeddings().weight
+    ids = tok("red cream", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(emb[vocab.token_id(0)], emb[ids].mean(0))
+    # item 5 has an empty title: centre of the titled items plus small noise, distinct from every other item
+    titled = torch.stack([emb[vocab.token_id(i)] for i in range(len(TITLES)) if TITLES[i]])
+    assert (emb[vocab.token_id(5)] - titled.mean(0)).norm() < titled.std(0).norm() * 3
+    assert lm.get_output_embeddings().weight.data_ptr() == emb.data_ptr()  # tied
+
+
+def test_untied_head_rows_initialised(model_dirs):
+    lm, tok, vocab = _with_items(model_dirs["untied"])
+    head = lm.get_output_embeddings().weight
+    ids = tok("blue balm", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(head[vocab.token_id(1)], head[ids].mean(0))
+
+
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_lora_trains_only_adapters_and_item_rows(model_dirs, kind):
+    torch.manual_seed(0)
+    lm, tok, vocab = _with_items(model_dirs[kind])
+    base_before = {k: v.clone() for k, v in lm.state_dict().items()}
+    peft_lm = apply_lora(lm, vocab, r=4, alpha=8)
+    item_lm = ItemLM(peft_lm, vocab)
+    trainable = [n for n, p in item_lm.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "trainable_tokens" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in item_lm.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW([p for p in item_lm.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.tensor([[vocab.token_id(i) for i in (0, 1, 2, 3)]] * 2)
+    mask, tmask = torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)
+    for _ in range(3):
+        loss, n = item_lm(ids, mask, tmask)
+        (loss / n).backward()
+        opt.step()
+        opt.zero_grad()
+    changed = {n for n, p in item_lm.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    assert any("lora_B" in n for n in changed) and any("trainable_tokens" in n for n in changed)
+    params = dict(peft_lm.get_base_model().named_parameters(remove_duplicate=False))
+    checked = 0
+    for name, value in base_before.items():
+        stem, leaf = name.rsplit(".", 1)
+        # peft moves a wrapped module's original weight under base_layer / original_module
+        for cand in (name, f"{stem}.base_layer.{leaf}", f"{stem}.original_module.{leaf}"):
+            if cand in params:
+                assert torch.equal(params[cand].detach(), value), cand
+                checked += 1
+                break
+    assert checked >= len([k for k in base_before if "layers." in k])
+    # the item rows used for scoring are the trained ones
+    rows = item_lm.item_weights()
+    assert rows.shape == (len(TITLES), lm.config.hidden_size) and rows.requires_grad
