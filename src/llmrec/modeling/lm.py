@@ -170,9 +170,18 @@ def load_causal_lm(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    lm = AutoModelForCausalLM.from_pretrained(
-        path, config=config, local_files_only=local_files_only, trust_remote_code=trust_remote_code, **kwargs
-    )
+    from transformers.utils import logging as hf_logging
+
+    # Dropped layers show up as "unexpected keys" in the load report: expected here, so keep the log quiet.
+    verbosity = hf_logging.get_verbosity()
+    if num_layers is not None:
+        hf_logging.set_verbosity_error()
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(
+            path, config=config, local_files_only=local_files_only, trust_remote_code=trust_remote_code, **kwargs
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     tokenizer = load_tokenizer(path, local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
