@@ -39,9 +39,9 @@ def _quiet(*args):
     pass
 
 
-@pytest.mark.parametrize("model", ["sasrec", "gru4rec"])
-def test_causal_models_learn_next_item_pattern(toy_dir, tmp_path, model):
-    result = train_baseline(_cfg(toy_dir, tmp_path / model, model=model), log=_quiet)
+@pytest.mark.parametrize("model, loss", [("sasrec", "ce"), ("gru4rec", "ce"), ("sasrec", "bce")])
+def test_causal_models_learn_next_item_pattern(toy_dir, tmp_path, model, loss):
+    result = train_baseline(_cfg(toy_dir, tmp_path / model, model=model, loss=loss), log=_quiet)
     assert result["test"]["metrics"]["hr@1"] > 0.9
     assert (tmp_path / model / "model.safetensors").is_file()
     assert json.loads((tmp_path / model / "run.json").read_text())["kind"] == "baseline"
@@ -111,3 +111,12 @@ def test_positional_model_and_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("dropuot: 0.3\n")
     with pytest.raises(ConfigError, match="dropuot"):
         parse_config(BaselineConfig, ["--config", str(tmp_path / "bad.yaml"), "--data", "d", "--out", "o"])
+
+
+def test_length_bucketed_batches_cover_every_index_once():
+    from llmrec.baselines_train import length_bucketed_batches
+
+    lengths = [random.Random(1).randint(2, 50) for _ in range(1000)]
+    batches = length_bucketed_batches(lengths, 32, torch.Generator().manual_seed(0), chunk_batches=4)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000)) and max(len(b) for b in batches) == 32

@@ -281,7 +281,10 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
             else:
                 state["bad_evals"] += 1
             state["stopped"] = state["bad_evals"] >= cfg.patience
-            line += f", valid {cfg.metric} {value:.5f} (best {state['best']:.5f} @ {state['best_epoch']})"
+            line += (
+                f", valid {cfg.metric} {value:.5f} (best {state['best']:.5f} @ {state['best_epoch']}),"
+                f" eval {valid['wall_time_s']:.1f}s"
+            )
         state["train_time_s"] += time.perf_counter() - epoch_start
         log(line)
         _save_checkpoint(
