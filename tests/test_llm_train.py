@@ -68,6 +68,9 @@ def test_sft_examples_one_per_target(paths):
     sft_ex = build_examples(seqs, enc, "sft", 20)
     assert len(seq_ex) == len(seqs) and len(sft_ex) == sum(len(s) - 1 for s in seqs)
     assert sum(len(t) for _, t in seq_ex) == len(sft_ex)  # same predictions, one pass per user
+    # long users are cut into windows that still predict every item once
+    windows = build_examples([list(range(12)) * 2], enc, "sequence", 5)
+    assert len(windows) == 5 and sum(len(t) for _, t in windows) == 23
     assert all(ids[-1] == ids[t[-1]] for ids, t in sft_ex)
 
 

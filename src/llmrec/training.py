@@ -1,10 +1,10 @@
 """The one training loop behind `llmrec train`, `accelerate launch -m llmrec.train` and `torchrun -m llmrec.train`.
 
 Objectives:
-    sequence (default)  one example per user: the prompt of the training part ``s[:-2]`` (last ``max_history + 1``
-                        items) with its last item as the target; cross-entropy over the item vocabulary at every
-                        item position after the first, from the hidden state before it. One forward pass
-                        trains all next-item predictions of the user.
+    sequence (default)  one example per user (per window of ``max_history + 1`` items for longer users): the
+                        prompt of the training part ``s[:-2]`` with its last item as the target; cross-entropy over
+                        the item vocabulary at every item position after the first item, from the hidden state
+                        before it. One forward pass trains all next-item predictions of the window.
     sft                 classic supervised fine-tuning: one prompt per (prefix, next item) pair, loss at the
                         target only. Same number of predictions, many more forward passes.
 
@@ -49,11 +49,17 @@ def build_examples(
         if len(seq) < 2:
             continue
         if objective == "sequence":
-            s = seq[-(max_history + 1) :]
-            ids = encoder.encode(s[:-1], target=s[-1])
-            # every item token but the first: the oldest item has no history to be predicted from (as in sft)
-            targets = [p for p in range(1, len(ids)) if vocab.first_id <= ids[p] < vocab.end_id][1:]
-            examples.append((ids, targets))
+            # windows of max_history + 1 items from the end; each window's first item is the previous window's
+            # last target, so every item but the very first is predicted exactly once (as in sft)
+            end = len(seq)
+            while end > 1:
+                start = max(0, end - max_history - 1)
+                s = seq[start:end]
+                ids = encoder.encode(s[:-1], target=s[-1])
+                # every item token but the window's first, which has no history inside the window
+                targets = [p for p in range(1, len(ids)) if vocab.first_id <= ids[p] < vocab.end_id][1:]
+                examples.append((ids, targets))
+                end = start + 1
         else:
             for t in range(1, len(seq)):
                 ids = encoder.encode(seq[max(0, t - max_history) : t], target=seq[t])
