@@ -40,7 +40,7 @@ from llmrec.runs import top_k
 class ServeLimits:
     max_k: int = 100
     max_history: int = 200
-    batch_window_ms: float = 2.0
+    batch_window_ms: float = 5.0
     max_batch: int = 64
 
 
@@ -146,12 +146,17 @@ class _Stats:
 
 
 class MicroBatcher:
-    """Collects concurrent scoring requests for ``window`` seconds and scores them in one call."""
+    """Collects concurrent scoring requests for up to ``window`` seconds and scores them in one call.
+
+    The window is only spent under load (the previous batch had several requests, or more are already queued):
+    a lone request is scored at once, so batching costs nothing at concurrency 1.
+    """
 
     def __init__(self, score_fn, window_s: float, max_batch: int, stats: _Stats):
         self.score_fn, self.window_s, self.max_batch, self.stats = score_fn, window_s, max_batch, stats
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.last_batch_size = 1
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -171,15 +176,19 @@ class MicroBatcher:
         while True:
             first = await self.queue.get()
             batch = [first]
-            deadline = loop.time() + self.window_s
+            under_load = self.last_batch_size > 1 or not self.queue.empty()
+            deadline = loop.time() + (self.window_s if under_load else 0.0)
             while len(batch) < self.max_batch:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
+                    while not self.queue.empty() and len(batch) < self.max_batch:  # take what is already here
+                        batch.append(self.queue.get_nowait())
                     break
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), timeout))
                 except asyncio.TimeoutError:
                     break
+            self.last_batch_size = len(batch)
             histories = [h for h, _ in batch]
             try:
                 scores = await loop.run_in_executor(None, self._score_sync, histories)

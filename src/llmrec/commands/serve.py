@@ -23,7 +23,9 @@ class ServeConfig:
     threads: int = field(default=0, metadata={"help": "torch intra-op threads (0 = torch default)."})
     max_k: int = field(default=100, metadata={"help": "Largest k a request may ask for."})
     max_history: int = field(default=200, metadata={"help": "Longest history a request may send."})
-    batch_window_ms: float = field(default=2.0, metadata={"help": "Micro-batching window in milliseconds."})
+    batch_window_ms: float = field(
+        default=5.0, metadata={"help": "Micro-batching window in milliseconds (spent only under load)."}
+    )
     max_batch: int = field(default=64, metadata={"help": "Most requests scored in one batch."})
     log_level: str = field(default="warning", metadata={"help": "uvicorn log level."})
 

