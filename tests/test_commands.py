@@ -66,3 +66,44 @@ def test_compare_writes_table_json_png_and_refuses_mixed_data(runs, tmp_path, ca
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert cli_main(["compare", str(runs / "pop"), str(runs / "pop2"), "--out", str(out)]) == 2
     assert "different prepared data sets" in capsys.readouterr().err
+
+
+def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
+    """A tiny LLM run: a ready prompt and the same history give the same list; `evaluate` works on the run."""
+    from llmrec.data import load_prepared
+    from test_llm_helpers import make_tiny_model_dir, make_toy_data
+
+    model, data_dir = make_tiny_model_dir(tmp_path / "model"), make_toy_data(tmp_path / "data")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data_dir), "--model", str(model), "--output_dir", str(run), "--max_steps", "3"]
+    assert (
+        cli_main([*argv, "--batch_size", "8", "--test_users", "-1", "--progress", "false", "--eval_users", "0"]) == 0
+    )
+    cat = load_prepared(data_dir).catalog
+    capsys.readouterr()
+    hist = [cat.raw_ids[0], cat.raw_ids[1]]
+    assert (
+        cli_main(
+            [
+                "recommend",
+                "--run",
+                str(run),
+                "--history",
+                ",".join(hist),
+                "-k",
+                "4",
+                "--json",
+                "--exclude_seen",
+                "false",
+            ]
+        )
+        == 0
+    )
+    by_history = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["items"]
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "<|item_0|><|item_1|>"}) + "\n")
+    assert cli_main(["recommend", "--run", str(run), "--input", str(f), "-k", "4", "--json"]) == 0
+    by_prompt = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["items"]
+    assert [it["id"] for it in by_prompt] == [it["id"] for it in by_history]
+    assert cli_main(["evaluate", "--run", str(run), "--split", "valid"]) == 0
+    assert "ndcg@10" in capsys.readouterr().out

@@ -181,6 +181,22 @@ class LLMRecommender:
         finally:
             self.item_lm.train(was_training)
 
+    def score_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Scores ``[B, num_items]`` for ready-made prompt strings (item tokens written as ``<|item_i|>``).
+
+        The prompt is tokenized as is (no template, no truncation); the next token after it is scored over the
+        item tokens only.
+        """
+        from llmrec.decoding import score_prompts
+
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] or [self.pad_id] for p in prompts]
+        was_training = self.item_lm.training
+        self.item_lm.eval()
+        try:
+            return score_prompts(self.item_lm, ids, self.pad_id, self.batch_size)
+        finally:
+            self.item_lm.train(was_training)
+
     def recommend(self, history: Sequence[int], k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
         """Top ``k`` next items for one history: ``[(item_id, score), ...]`` best first (fast path)."""
         from llmrec.decoding import mask_items, top_k
