@@ -271,6 +271,8 @@ def train(cfg: TrainConfig) -> dict:
     }
     if cfg.resume:
         state = load_checkpoint(acc, item_lm, optimizer, scheduler, run_dir)
+        if acc.is_main_process:  # e.g. more epochs than the first launch: keep the resolved config current
+            save_config(cfg, run_dir / "config.yaml")
     elif acc.is_main_process:
         _write_run_files(cfg, tokenizer, template, run_dir)
     acc.wait_for_everyone()
