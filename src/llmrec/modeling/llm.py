@@ -171,9 +171,12 @@ class LLMRecommender:
         Histories are lists of internal item ids, oldest first (an empty history is allowed). Seen items are not
         masked here; the evaluator (or ``recommend``) does that.
         """
+        return self._score_token_ids([self.encoder.encode(h) for h in histories])
+
+    def _score_token_ids(self, prompts: list[list[int]]) -> torch.Tensor:
         from llmrec.decoding import score_prompts
 
-        prompts = [self.encoder.encode(h) or [self.pad_id] for h in histories]
+        prompts = [p or [self.pad_id] for p in prompts]
         was_training = self.item_lm.training
         self.item_lm.eval()
         try:
@@ -187,15 +190,7 @@ class LLMRecommender:
         The prompt is tokenized as is (no template, no truncation); the next token after it is scored over the
         item tokens only.
         """
-        from llmrec.decoding import score_prompts
-
-        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] or [self.pad_id] for p in prompts]
-        was_training = self.item_lm.training
-        self.item_lm.eval()
-        try:
-            return score_prompts(self.item_lm, ids, self.pad_id, self.batch_size)
-        finally:
-            self.item_lm.train(was_training)
+        return self._score_token_ids([self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
 
     def recommend(self, history: Sequence[int], k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
         """Top ``k`` next items for one history: ``[(item_id, score), ...]`` best first (fast path)."""
