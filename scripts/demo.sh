@@ -2,7 +2,7 @@
 # The main job on the embedded defaults, end to end on a CPU:
 #   1. prepare a real data set (Amazon Beauty by default) and print its statistics;
 #   2. LoRA fine-tune the embedded SmolLM2-135M-Instruct briefly (configs/demo_beauty.yaml: first 8 layers,
-#      title-initialised item tokens, one epoch);
+#      title-initialised item tokens, half an epoch);
 #   3. print recommendations with titles for a sample user, and the test metrics of the brief run.
 # Usage: scripts/demo.sh DATA_DIR OUT_DIR   (llmrec must be on PATH; `make demo` does that)
 set -euo pipefail
