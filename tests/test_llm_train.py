@@ -123,7 +123,7 @@ def test_torchrun_two_processes_match_single(paths):
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((paths["root"] / "ddp" / "metrics.json").read_text())
