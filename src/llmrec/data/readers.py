@@ -127,20 +127,26 @@ def read_titles_tsv(path: str | os.PathLike, encoding: str | None = None) -> tup
     return titles, texts
 
 
+def _read_rating_lines(path: str | os.PathLike, sep: str, expected: str, encoding: str | None) -> RawLog:
+    """``user SEP item SEP rating SEP timestamp`` lines (both MovieLens layouts); the rating is not kept."""
+    log = RawLog(source=str(path), times=[])
+    for n, line in _lines(path, encoding):
+        parts = line.split(sep)
+        if len(parts) != 4:
+            raise DataError(f"{path}:{n}: expected {expected}, got {line!r}")
+        log.users.append(parts[0])
+        log.items.append(parts[1])
+        log.times.append(_time(parts[3], path, n))
+    return log
+
+
 def read_movielens_1m(
     ratings_path: str | os.PathLike, movies_path: str | os.PathLike | None = None, encoding: str | None = "latin-1"
 ) -> RawLog:
     """MovieLens-1M ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) + ``movies.dat`` (``MovieID::Title::Genres``), Latin-1."""
-    log = RawLog(source=str(ratings_path), times=[])
-    for n, line in _lines(ratings_path, encoding):
-        parts = line.split("::")
-        if len(parts) != 4:
-            raise DataError(
-                f"{ratings_path}:{n}: expected 'UserID::MovieID::Rating::Timestamp' (4 '::'-separated fields), got {line!r}"
-            )
-        log.users.append(parts[0])
-        log.items.append(parts[1])
-        log.times.append(_time(parts[3], ratings_path, n))
+    log = _read_rating_lines(
+        ratings_path, "::", "'UserID::MovieID::Rating::Timestamp' (4 '::'-separated fields)", encoding
+    )
     if movies_path:
         log.titles, log.texts = read_movies_dat(movies_path, encoding)
     return log
@@ -163,16 +169,7 @@ def read_movielens_100k(
     data_path: str | os.PathLike, item_path: str | os.PathLike | None = None, encoding: str | None = "latin-1"
 ) -> RawLog:
     """MovieLens-100K ``u.data`` (``user<TAB>item<TAB>rating<TAB>timestamp``) + ``u.item`` (``item|title|...|19 genre flags``)."""
-    log = RawLog(source=str(data_path), times=[])
-    for n, line in _lines(data_path, encoding):
-        parts = line.split("\t")
-        if len(parts) != 4:
-            raise DataError(
-                f"{data_path}:{n}: expected 'user<TAB>item<TAB>rating<TAB>timestamp' (4 fields), got {line!r}"
-            )
-        log.users.append(parts[0])
-        log.items.append(parts[1])
-        log.times.append(_time(parts[3], data_path, n))
+    log = _read_rating_lines(data_path, "\t", "'user<TAB>item<TAB>rating<TAB>timestamp' (4 fields)", encoding)
     if item_path:
         genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
                   "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]  # fmt: skip
