@@ -107,3 +107,8 @@ def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
     assert [it["id"] for it in by_prompt] == [it["id"] for it in by_history]
     assert cli_main(["evaluate", "--run", str(run), "--split", "valid"]) == 0
     assert "ndcg@10" in capsys.readouterr().out
+    # training into an existing run without --resume is refused (nothing is overwritten)
+    before = (run / "metrics.json").read_bytes()
+    assert cli_main([*argv, "--batch_size", "8", "--test_users", "-1", "--progress", "false"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "metrics.json").read_bytes() == before

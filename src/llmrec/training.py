@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmrec.config import atomic_write_json, save_config
+from llmrec.config import ConfigError, atomic_write_json, save_config
 from llmrec.data.dataset import PreparedData, load_prepared
 from llmrec.train import TrainConfig
 
@@ -231,6 +231,10 @@ def train(cfg: TrainConfig) -> dict:
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     run_dir = Path(cfg.output_dir)
+    if not cfg.resume and any((run_dir / name).exists() for name in ("run.json", "checkpoint", "metrics.json")):
+        raise ConfigError(
+            f"output_dir: {run_dir} already holds a run; pass --resume true to continue it, or choose a new directory"
+        )
     data = load_prepared(cfg.data)
     item_lm, tokenizer, encoder, template = build_model(cfg, data)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
