@@ -1,14 +1,12 @@
 """`llmrec evaluate --run DIR --split test`: score a run directory with the shared full-ranking evaluator.
 
-The run's ``run.json`` names its ``kind``; ``LOADERS`` maps each kind to a function ``(run_dir, device) ->
-(score_fn, prepared data)``. Baselines register ``"baseline"``; another kind (e.g. ``"llm"``) is added by putting its
-loader in ``LOADERS``.
+The run's ``run.json`` names its ``kind``; ``llmrec.runs.load_run`` (the registry ``RUN_LOADERS`` shared with
+``recommend``, ``compare`` and ``serve``) rebuilds the model, and its ``score`` goes through the shared evaluator.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,40 +44,20 @@ class EvaluateConfig:
             raise ConfigError(f"max_users: must be >= 1, got {self.max_users}")
 
 
-def _load_baseline(run_dir: Path, device: str):
-    from llmrec.baselines_train import load_baseline_run
-
-    model, data, _ = load_baseline_run(run_dir, device=device)
-    return model.score, data
-
-
-def _load_llm(run_dir: Path, device: str):
-    from llmrec.modeling.llm import load_run
-
-    rec = load_run(run_dir, device=device)
-    return rec.score, rec.data
-
-
-# run kind (run.json "kind") -> loader(run_dir, device) -> (score_fn, PreparedData)
-LOADERS: dict[str, Callable] = {"baseline": _load_baseline, "llm": _load_llm}
-
-
 def main(argv: list[str]) -> int:
     import torch
 
     from llmrec.config import atomic_write_json, parse_config
     from llmrec.evaluation import evaluate
+    from llmrec.runs import load_run
 
     cfg = parse_config(EvaluateConfig, argv, prog="llmrec evaluate", description=__doc__.splitlines()[0])
     torch.set_num_threads(cfg.num_threads)
     run_dir = Path(cfg.run)
-    kind = json.loads((run_dir / "run.json").read_text()).get("kind")
-    if kind not in LOADERS:
-        raise ConfigError(f"run: {run_dir / 'run.json'} has kind {kind!r}; known kinds: {sorted(LOADERS)}")
-    score_fn, data = LOADERS[kind](run_dir, cfg.device)
+    run = load_run(run_dir, device=cfg.device)  # validates run.json's kind against llmrec.runs.RUN_LOADERS
     result = evaluate(
-        score_fn,
-        data,
+        run.score,
+        run.data,
         cfg.split,
         ks=cfg.ks,
         mask_history=cfg.mask_history,
