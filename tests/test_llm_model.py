@@ -113,3 +113,30 @@ def test_lora_trains_only_adapters_and_item_rows(model_dirs, kind):
     # the item rows used for scoring are the trained ones
     rows = item_lm.item_weights()
     assert rows.shape == (len(TITLES), lm.config.hidden_size) and rows.requires_grad
+
+
+def test_item_mask_hides_only_item_tokens_while_training(model_dirs):
+    torch.manual_seed(0)
+    lm, tok, vocab = _with_items(model_dirs["tied"])
+    item_lm = ItemLM(apply_lora(lm, vocab, r=4, alpha=8), vocab, item_mask_prob=0.5)
+    text_ids = tok("the user bought", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([text_ids + [vocab.token_id(i) for i in range(len(TITLES))]] * 4)
+    mask = torch.ones_like(ids)
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen["embeds"] = kwargs["inputs_embeds"].detach().clone()
+
+    handle = item_lm.decoder.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        item_lm.train()
+        item_lm.hidden_states(ids, mask)
+        zeroed = (seen["embeds"] == 0).all(-1)  # [B, L]
+        assert not zeroed[:, : len(text_ids)].any()  # prompt text is never hidden
+        frac = zeroed[:, len(text_ids) :].float().mean().item()
+        assert 0.2 < frac < 0.8  # about half of the item tokens
+        item_lm.eval()
+        item_lm.hidden_states(ids, mask)
+        assert not (seen["embeds"] == 0).all(-1).any()  # inference sees every item
+    finally:
+        handle.remove()

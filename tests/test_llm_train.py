@@ -54,6 +54,28 @@ def test_config_validation(paths):
         parse_config(TrainConfig, ["--output_dir", "x"])
 
 
+def test_wsd_schedule_and_item_lr(paths):
+    from llmrec.training import make_scheduler
+
+    cfg = parse_config(TrainConfig, _args(paths, "x", lr_schedule="wsd", decay_fraction=0.25, warmup_steps=2))
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.AdamW([{"params": params[:1]}, {"params": params[1:], "lr": 5e-2}], lr=1e-2)
+    sched = make_scheduler(cfg, opt, total_steps=20)
+    lrs = []
+    for _ in range(20):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert lrs[0][0] == 0 and lrs[1][0] == pytest.approx(5e-3)  # warm-up
+    assert all(lr[0] == pytest.approx(1e-2) for lr in lrs[2:15])  # stable until the last quarter
+    assert all(a[0] > b[0] for a, b in zip(lrs[15:], lrs[16:]))  # then a linear decay towards 0
+    assert lrs[-1][0] < 2.5e-3 and lrs[10][1] == pytest.approx(5e-2)  # each group keeps its own peak
+    with pytest.raises(ConfigError, match="decay_fraction"):
+        parse_config(TrainConfig, _args(paths, "x", decay_fraction=0))
+    with pytest.raises(ConfigError, match="item_mask_prob"):
+        parse_config(TrainConfig, _args(paths, "x", item_mask_prob=1.0))
+
+
 def test_sft_examples_one_per_target(paths):
     from llmrec.modeling.item_tokens import add_item_tokens
     from llmrec.modeling.lm import load_tokenizer
@@ -95,7 +117,8 @@ def test_loss_falls_and_saved_run_reproduces(paths):
 
 
 def test_resume_is_exact(paths):
-    kw = {"lora_dropout": 0.1, "embed_dropout": 0.1, "save_every": 3, "objective": "sft", "prompt": "titles"}
+    kw = {"lora_dropout": 0.1, "embed_dropout": 0.1, "item_mask_prob": 0.2, "save_every": 3, "prompt": "titles"}
+    kw |= {"objective": "sft", "item_lr": 0.02}  # (a decaying schedule depends on max_steps: keep it constant)
     full = parse_config(TrainConfig, _args(paths, "full", max_steps=6, **kw))
     train(full)
     part = parse_config(TrainConfig, _args(paths, "part", max_steps=3, **kw))

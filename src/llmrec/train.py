@@ -17,7 +17,7 @@ from llmrec.config import parse_config
 HELP = "LoRA fine-tune a causal LM to generate the next item token."
 
 OBJECTIVES = ("sequence", "sft")
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = ("constant", "linear", "cosine", "wsd")
 
 
 @dataclass
@@ -41,6 +41,9 @@ class TrainConfig:
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     lora_mlp: bool = field(default=False, metadata={"help": "Also put LoRA on the MLP projections."})
     embed_dropout: float = field(default=0.0, metadata={"help": "Dropout on input embeddings while training."})
+    item_mask_prob: float = field(
+        default=0.0, metadata={"help": "Zero each history item's input embedding with this probability (training)."}
+    )
     objective: str = field(
         default="sequence",
         metadata={"help": "sequence: one pass per user, loss at every item; sft: one prompt per target."},
@@ -50,7 +53,14 @@ class TrainConfig:
     batch_size: int = field(default=64, metadata={"help": "Examples per optimizer step, over all processes."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step and process."})
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    lr_schedule: str = field(default="constant", metadata={"help": "constant, linear or cosine decay."})
+    item_lr: float | None = field(default=None, metadata={"help": "Learning rate of the item rows (default: lr)."})
+    lr_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "constant, linear or cosine decay, or wsd (constant, then linear decay over decay_fraction)."
+        },
+    )
+    decay_fraction: float = field(default=0.2, metadata={"help": "wsd: final fraction of the steps spent decaying."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the LoRA matrices."})
     item_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the item rows."})
@@ -93,7 +103,11 @@ class TrainConfig:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be > 0 (or set max_steps)")
-        for name in ("lora_dropout", "embed_dropout"):
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        if self.item_lr is not None and self.item_lr <= 0:
+            raise ValueError(f"item_lr must be > 0, got {self.item_lr}")
+        for name in ("lora_dropout", "embed_dropout", "item_mask_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 

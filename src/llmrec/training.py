@@ -39,6 +39,28 @@ from llmrec.train import TrainConfig
 SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
+def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    """The learning-rate schedule of ``cfg.lr_schedule`` over ``total_steps`` optimizer steps (after warm-up).
+
+    ``wsd`` (warm-up, stable, decay) holds the peak rate and decays linearly to 0 over the last
+    ``cfg.decay_fraction`` of the steps, so early stopping still sees the fast constant-rate phase.
+    """
+    from transformers import get_scheduler, get_wsd_schedule
+
+    if cfg.lr_schedule == "wsd":
+        decay = max(1, round(cfg.decay_fraction * total_steps))
+        return get_wsd_schedule(
+            optimizer,
+            num_warmup_steps=cfg.warmup_steps,
+            num_decay_steps=decay,
+            num_training_steps=total_steps,
+            decay_type="linear",
+        )
+    return get_scheduler(
+        SCHEDULER_NAMES[cfg.lr_schedule], optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps
+    )
+
+
 def build_examples(
     sequences: list[list[int]], encoder, objective: str, max_history: int
 ) -> list[tuple[list[int], list[int]]]:
@@ -133,7 +155,12 @@ def build_model(cfg: TrainConfig, data: PreparedData):
     lm = apply_lora(lm, vocab, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_mlp=cfg.lora_mlp)
     template = load_template(cfg.prompt)
     encoder = PromptEncoder(template, tokenizer, vocab, data.catalog, cfg.max_history, cfg.max_prompt_tokens)
-    return ItemLM(lm, vocab, embed_dropout=cfg.embed_dropout), tokenizer, encoder, template
+    return (
+        ItemLM(lm, vocab, embed_dropout=cfg.embed_dropout, item_mask_prob=cfg.item_mask_prob),
+        tokenizer,
+        encoder,
+        template,
+    )
 
 
 def _rng_state() -> dict:
@@ -225,7 +252,6 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list, set_seed
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     # cpu=True without CUDA: accelerate only sets up gloo (MULTI_CPU) under torchrun when told it runs on CPU.
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
@@ -253,12 +279,14 @@ def train(cfg: TrainConfig) -> dict:
     params = [(n, p) for n, p in item_lm.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in params if "trainable_tokens" not in n], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in params if "trainable_tokens" in n], "weight_decay": cfg.item_weight_decay},
+        {
+            "params": [p for n, p in params if "trainable_tokens" in n],
+            "weight_decay": cfg.item_weight_decay,
+            "lr": cfg.item_lr or cfg.lr,
+        },
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-    scheduler = get_scheduler(
-        SCHEDULER_NAMES[cfg.lr_schedule], optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps
-    )
+    scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer = acc.prepare(item_lm, optimizer)
     item_lm = acc.unwrap_model(model)
 

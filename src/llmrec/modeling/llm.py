@@ -95,12 +95,16 @@ class ItemLM(nn.Module):
         lm: the (peft-wrapped) causal LM.
         vocab: item token location.
         embed_dropout: dropout on the input embeddings during training (a regulariser for the item rows).
+        item_mask_prob: while training, each history item token's input embedding is zeroed with this probability
+            (its target is kept). Unlike element-wise dropout this hides whole items, so a long training prefix
+            can't be memorised as a user fingerprint (the item-masking augmentation of CL4SRec/BERT4Rec).
     """
 
-    def __init__(self, lm, vocab: ItemVocab, embed_dropout: float = 0.0):
+    def __init__(self, lm, vocab: ItemVocab, embed_dropout: float = 0.0, item_mask_prob: float = 0.0):
         super().__init__()
         self.lm, self.vocab = lm, vocab
         self.embed_dropout = nn.Dropout(embed_dropout)
+        self.item_mask_prob = item_mask_prob
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
         self.decoder = getattr(base, base.base_model_prefix)
         self.tied = bool(getattr(base.config, "tie_word_embeddings", False)) or base.get_output_embeddings() is None
@@ -119,6 +123,10 @@ class ItemLM(nn.Module):
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
         embeds = self.embed_dropout(self._base[0].get_input_embeddings()(input_ids))
+        if self.training and self.item_mask_prob > 0:
+            is_item = (input_ids >= self.vocab.first_id) & (input_ids < self.vocab.end_id)
+            hide = is_item & (torch.rand(input_ids.shape, device=input_ids.device) < self.item_mask_prob)
+            embeds = embeds.masked_fill(hide.unsqueeze(-1), 0.0)
         return self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor):
