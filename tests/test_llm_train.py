@@ -126,10 +126,14 @@ def test_resume_is_exact(paths):
     resumed = parse_config(TrainConfig, _args(paths, "part", max_steps=6, resume=True, **kw))
     train(resumed)
     assert _losses(full.output_dir) == pytest.approx(_losses(resumed.output_dir), abs=1e-6)
+    with open(os.path.join(full.output_dir, "metrics.json")) as f:
+        evals = json.load(f)["evals"]
+    assert [e["step"] for e in evals] == [6]  # eval_every=1000 never fires: the last step is still validated
     from safetensors.torch import load_file
 
-    a = load_file(os.path.join(full.output_dir, "adapter", "adapter_model.safetensors"))
-    b = load_file(os.path.join(resumed.output_dir, "adapter", "adapter_model.safetensors"))
+    # final weights (``adapter/`` holds the best-validation ones, which may differ: `part` validated at step 3 too)
+    a = load_file(os.path.join(full.output_dir, "checkpoint", "adapter.safetensors"))
+    b = load_file(os.path.join(resumed.output_dir, "checkpoint", "adapter.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 

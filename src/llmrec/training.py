@@ -393,8 +393,12 @@ def train(cfg: TrainConfig) -> dict:
             last_of_epoch = bi == len(batches) - 1
             if last_of_epoch:
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
-            do_eval = (cfg.eval_every and state["step"] % cfg.eval_every == 0) or (
-                not cfg.eval_every and last_of_epoch
+            finished = state["step"] >= total_steps
+            # validate on schedule, and always after the last step so the final weights are never lost
+            do_eval = (
+                (cfg.eval_every and state["step"] % cfg.eval_every == 0)
+                or (not cfg.eval_every and last_of_epoch)
+                or finished
             )
             if do_eval:
                 model.eval()
@@ -402,7 +406,7 @@ def train(cfg: TrainConfig) -> dict:
                 model.train()
             if (cfg.save_every and state["step"] % cfg.save_every == 0) or (do_eval and not cfg.save_every):
                 save_checkpoint(acc, item_lm, optimizer, scheduler, state, run_dir)
-            if stop or state["step"] >= total_steps or last_of_epoch:
+            if stop or finished or last_of_epoch:
                 break
     bar.close()
     if not state["evals"] and acc.is_main_process:
