@@ -112,3 +112,9 @@ def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
     assert cli_main([*argv, "--batch_size", "8", "--test_users", "-1", "--progress", "false"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (run / "metrics.json").read_bytes() == before
+    # --overwrite starts over: the old run's files are gone, a fresh run is written
+    (run / "stale.txt").write_text("from the old run")
+    short = ["--batch_size", "8", "--test_users", "-1", "--progress", "false", "--max_steps", "1"]
+    assert cli_main([*argv, *short, "--overwrite", "true"]) == 0
+    assert not (run / "stale.txt").exists() and (run / "metrics.json").is_file()
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 1

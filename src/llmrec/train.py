@@ -76,6 +76,7 @@ class TrainConfig:
     patience: int = field(default=2, metadata={"help": "Stop after N validations without NDCG@10 gain (0: off)."})
     save_every: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at each validation)."})
     resume: bool = field(default=False, metadata={"help": "Continue from output_dir/checkpoint exactly."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete an existing run in output_dir and start over."})
     test_users: int = field(default=0, metadata={"help": "Final test evaluation users (0: all, -1: skip)."})
     log_every: int = field(default=10, metadata={"help": "Log loss every N steps."})
     max_train_users: int | None = field(default=None, metadata={"help": "Use only the first N users (debug)."})
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.item_lr is not None and self.item_lr <= 0:
             raise ValueError(f"item_lr must be > 0, got {self.item_lr}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume/overwrite: pass at most one of them")
         for name in ("lora_dropout", "embed_dropout", "item_mask_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

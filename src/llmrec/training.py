@@ -257,9 +257,16 @@ def train(cfg: TrainConfig) -> dict:
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     run_dir = Path(cfg.output_dir)
-    if not cfg.resume and any((run_dir / name).exists() for name in ("run.json", "checkpoint", "metrics.json")):
+    holds_run = any((run_dir / name).exists() for name in ("run.json", "checkpoint", "metrics.json"))
+    acc.wait_for_everyone()  # every process has looked before the main one deletes anything
+    if holds_run and cfg.overwrite:
+        if acc.is_main_process:
+            shutil.rmtree(run_dir)
+        acc.wait_for_everyone()
+    elif holds_run and not cfg.resume:
         raise ConfigError(
-            f"output_dir: {run_dir} already holds a run; pass --resume true to continue it, or choose a new directory"
+            f"output_dir: {run_dir} already holds a run; pass --resume true to continue it, --overwrite true to "
+            "start over, or choose a new directory"
         )
     data = load_prepared(cfg.data)
     item_lm, tokenizer, encoder, template = build_model(cfg, data)
