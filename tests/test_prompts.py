@@ -85,3 +85,16 @@ def test_template_errors(tok_vocab):
     tok, vocab = tok_vocab
     with pytest.raises(PromptError, match="outside the catalog"):
         PromptEncoder(load_template("compact"), tok, vocab, CATALOG).encode([99])
+
+
+def test_templates_are_packaged_with_the_library():
+    """The wheel ships prompts/ as llmrec/prompts (a link in the source tree, listed in package-data)."""
+    from pathlib import Path
+
+    import llmrec.prompts as prompts_module
+
+    packaged = Path(prompts_module.__file__).parent / "prompts"
+    assert {"compact.txt", "titles.txt", "chat_titles.txt"} <= {p.name for p in packaged.glob("*.txt")}
+    pyproject = Path(prompts_module.__file__).resolve().parents[2] / "pyproject.toml"
+    if pyproject.is_file():  # source checkout
+        assert '"prompts/*.txt"' in pyproject.read_text()

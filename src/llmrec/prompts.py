@@ -15,7 +15,8 @@ item token. Pieces are tokenized separately and concatenated (each item piece on
 is always the single id of ``<|item_i|>`` and truncation works on whole items: the history keeps its last
 ``max_items`` items, then drops the oldest until the prompt fits ``max_tokens``.
 
-Templates are looked up by name in ``$LLMREC_PROMPTS`` (if set) and then in the repository's ``prompts/``;
+Templates are looked up by name in ``$LLMREC_PROMPTS`` (if set), then in the repository's ``prompts/``, then in the
+copy packaged into the wheel (``llmrec/prompts``, a link to ``prompts/`` in the source tree);
 a path to a ``.txt`` file works too. Run directories store the template text, so loading a run never needs
 the lookup.
 """
@@ -53,8 +54,13 @@ def template_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("LLMREC_PROMPTS"):
         dirs.append(Path(os.environ["LLMREC_PROMPTS"]))
-    dirs.append(Path(__file__).resolve().parents[2] / "prompts")
-    return dirs
+    dirs.append(Path(__file__).resolve().parents[2] / "prompts")  # a source checkout's prompts/
+    dirs.append(Path(__file__).resolve().parent / "prompts")  # packaged copy (a link to prompts/ in the repository)
+    unique = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
 
 
 def available_templates() -> list[str]:
