@@ -86,12 +86,13 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
 
 
 def top_k(scores, history: Sequence[int], k: int, exclude_seen: bool = True) -> list[tuple[int, float]]:
-    """Top-``k`` (item id, score) from one score vector ``[N]``, optionally never returning history items."""
-    import torch
+    """Top-``k`` (item id, score) from one score vector ``[N]``, optionally never returning history items.
 
-    scores = scores.detach().float().clone()
-    if exclude_seen and len(history):
-        scores[torch.as_tensor(list(history), dtype=torch.long)] = float("-inf")
-    k = min(k, int(torch.isfinite(scores).sum()))
-    top = torch.topk(scores, k)
-    return list(zip(top.indices.tolist(), top.values.tolist()))
+    The one-history form of ``llmrec.decoding.mask_items`` + ``llmrec.decoding.top_k`` (same masking, same order).
+    """
+    from llmrec.decoding import mask_items
+    from llmrec.decoding import top_k as batched_top_k
+
+    row = scores.detach().float().reshape(1, -1)
+    items, values = batched_top_k(mask_items(row, [history] if exclude_seen else None), k)
+    return list(zip(items[0], values[0]))
