@@ -56,9 +56,10 @@ def template_dirs() -> list[Path]:
         dirs.append(Path(os.environ["LLMREC_PROMPTS"]))
     dirs.append(Path(__file__).resolve().parents[2] / "prompts")  # a source checkout's prompts/
     dirs.append(Path(__file__).resolve().parent / "prompts")  # packaged copy (a link to prompts/ in the repository)
-    unique = []
+    seen, unique = set(), []  # in a checkout the packaged link and prompts/ are the same directory
     for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.add(d.resolve())
             unique.append(d)
     return unique
 
