@@ -74,6 +74,8 @@ def test_wsd_schedule_and_item_lr(paths):
         parse_config(TrainConfig, _args(paths, "x", decay_fraction=0))
     with pytest.raises(ConfigError, match="item_mask_prob"):
         parse_config(TrainConfig, _args(paths, "x", item_mask_prob=1.0))
+    with pytest.raises(ConfigError, match="item_mask_fill"):
+        parse_config(TrainConfig, _args(paths, "x", item_mask_fill="noise"))
 
 
 def test_sft_examples_one_per_target(paths):

@@ -44,6 +44,10 @@ class TrainConfig:
     item_mask_prob: float = field(
         default=0.0, metadata={"help": "Zero each history item's input embedding with this probability (training)."}
     )
+    item_mask_fill: str = field(
+        default="mean",
+        metadata={"help": "Masked item input: mean (mean item row) or zero (runs before 2026-11-28 06:00; see docs)."},
+    )
     objective: str = field(
         default="sequence",
         metadata={"help": "sequence: one pass per user, loss at every item; sft: one prompt per target."},
@@ -93,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.item_init not in ("title", "random"):
             raise ValueError(f"item_init must be 'title' or 'random', got {self.item_init!r}")
+        if self.item_mask_fill not in ("mean", "zero"):
+            raise ValueError(f"item_mask_fill must be 'mean' or 'zero', got {self.item_mask_fill!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):

@@ -156,7 +156,13 @@ def build_model(cfg: TrainConfig, data: PreparedData):
     template = load_template(cfg.prompt)
     encoder = PromptEncoder(template, tokenizer, vocab, data.catalog, cfg.max_history, cfg.max_prompt_tokens)
     return (
-        ItemLM(lm, vocab, embed_dropout=cfg.embed_dropout, item_mask_prob=cfg.item_mask_prob),
+        ItemLM(
+            lm,
+            vocab,
+            embed_dropout=cfg.embed_dropout,
+            item_mask_prob=cfg.item_mask_prob,
+            item_mask_fill=cfg.item_mask_fill,
+        ),
         tokenizer,
         encoder,
         template,

@@ -93,10 +93,11 @@ def resize_for_items(model, vocab: ItemVocab) -> None:
 
 def _title_means(weight: torch.Tensor, token_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean row of ``weight`` over each token list: ([N, D] means, [N] bool has-tokens)."""
-    lengths = torch.tensor([len(t) for t in token_lists])
-    flat = torch.tensor([t for ts in token_lists for t in ts], dtype=torch.long)
-    owner = torch.repeat_interleave(torch.arange(len(token_lists)), lengths)
-    sums = torch.zeros(len(token_lists), weight.shape[1], dtype=torch.float32)
+    dev = weight.device  # the weight may already sit on a GPU (e.g. a 4-bit model loaded with a device_map)
+    lengths = torch.tensor([len(t) for t in token_lists], device=dev)
+    flat = torch.tensor([t for ts in token_lists for t in ts], dtype=torch.long, device=dev)
+    owner = torch.repeat_interleave(torch.arange(len(token_lists), device=dev), lengths)
+    sums = torch.zeros(len(token_lists), weight.shape[1], dtype=torch.float32, device=dev)
     if len(flat):
         sums.index_add_(0, owner, weight[flat].float())
     has = lengths > 0
@@ -137,12 +138,12 @@ def init_item_embeddings(
     def fill(weight: torch.Tensor) -> None:
         means, has = _title_means(weight, token_lists)
         if init == "random":
-            centre = torch.zeros(weight.shape[1])
+            centre = torch.zeros(weight.shape[1], device=weight.device)
         elif has.any():
             centre = means[has].mean(0)
         else:
             centre = weight[:text_rows].float().mean(0)
-        rows = torch.where(has.unsqueeze(1), means, centre + noise)
+        rows = torch.where(has.unsqueeze(1), means, centre + noise.to(weight.device))
         weight[vocab.first_id : vocab.end_id] = rows.to(weight.dtype)
 
     inp = model.get_input_embeddings().weight

@@ -84,6 +84,9 @@ def _item_rows(layer: nn.Module, vocab: ItemVocab) -> torch.Tensor:
     return weight[vocab.first_id : vocab.end_id]
 
 
+MASK_FILLS = ("mean", "zero")
+
+
 class ItemLM(nn.Module):
     """The LM seen as a next-item model: decoder hidden states dotted with the item tokens' output rows.
 
@@ -95,13 +98,28 @@ class ItemLM(nn.Module):
         lm: the (peft-wrapped) causal LM.
         vocab: item token location.
         embed_dropout: dropout on the input embeddings during training (a regulariser for the item rows).
-        item_mask_prob: while training, each history item token's input embedding is zeroed with this probability
+        item_mask_prob: while training, each history item token's input embedding is replaced with this probability
             (its target is kept). Unlike element-wise dropout this hides whole items, so a long training prefix
             can't be memorised as a user fingerprint (the item-masking augmentation of CL4SRec/BERT4Rec).
+        item_mask_fill: what a hidden item's input becomes. ``mean``: the mean of the current item rows (detached),
+            an "unknown item". ``zero``: a zero vector, as in the runs of 2026-11-28; beware that a zero vector at
+            the first position stays exactly zero through every layer (RMSNorm, attention to itself, MLP of 0),
+            and RMSNorm's backward at 0 multiplies the gradient by ~1/sqrt(eps) per norm: the gradient grows
+            ~1000x per layer, reaching inf/NaN at >= 14 SmolLM2 layers (and distorting Adam's moments below).
     """
 
-    def __init__(self, lm, vocab: ItemVocab, embed_dropout: float = 0.0, item_mask_prob: float = 0.0):
+    def __init__(
+        self,
+        lm,
+        vocab: ItemVocab,
+        embed_dropout: float = 0.0,
+        item_mask_prob: float = 0.0,
+        item_mask_fill: str = "mean",
+    ):
         super().__init__()
+        if item_mask_fill not in MASK_FILLS:
+            raise ValueError(f"item_mask_fill must be one of {MASK_FILLS}, got {item_mask_fill!r}")
+        self.item_mask_fill = item_mask_fill
         self.lm, self.vocab = lm, vocab
         self.embed_dropout = nn.Dropout(embed_dropout)
         self.item_mask_prob = item_mask_prob
@@ -120,13 +138,21 @@ class ItemLM(nn.Module):
         layer = base.get_input_embeddings() if self.tied else base.get_output_embeddings()
         return _item_rows(layer, self.vocab)
 
+    def hide_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, L] bool: the item tokens to hide in this training forward pass (each with ``item_mask_prob``)."""
+        is_item = (input_ids >= self.vocab.first_id) & (input_ids < self.vocab.end_id)
+        return is_item & (torch.rand(input_ids.shape, device=input_ids.device) < self.item_mask_prob)
+
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
         embeds = self.embed_dropout(self._base[0].get_input_embeddings()(input_ids))
         if self.training and self.item_mask_prob > 0:
-            is_item = (input_ids >= self.vocab.first_id) & (input_ids < self.vocab.end_id)
-            hide = is_item & (torch.rand(input_ids.shape, device=input_ids.device) < self.item_mask_prob)
-            embeds = embeds.masked_fill(hide.unsqueeze(-1), 0.0)
+            hide = self.hide_mask(input_ids)
+            if self.item_mask_fill == "zero":
+                embeds = embeds.masked_fill(hide.unsqueeze(-1), 0.0)
+            else:
+                fill = _item_rows(self._base[0].get_input_embeddings(), self.vocab).detach().mean(0)  # [D]
+                embeds = torch.where(hide.unsqueeze(-1), fill.to(embeds.dtype), embeds)
         return self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor):
