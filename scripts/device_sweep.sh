@@ -20,13 +20,10 @@ RUN_LIMIT=${RUN_LIMIT:-400}
 WORK=${WORK:-/tmp/llmrec_dev}; mkdir -p "$WORK"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
+. scripts/device_setup.sh
 stamp "install"
 if [ "$DRY" = 0 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .dev/whl/*.whl \
-    || { echo "pip install failed"; exit 1; }
-  cp -r .dev/site/bitsandbytes "$WORK/site/"
-  export PYTHONPATH="$WORK/site:$PWD/src"
-  PY=python3
+  device_install || exit 1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 else
   PY=${PY:-.venv/bin/python}
@@ -34,12 +31,7 @@ fi
 $PY -c "import torch, transformers, peft, accelerate, datasets; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
 
 stamp "materialise model"
-MODEL=$WORK/smol16
-if [ ! -f "$MODEL/config.json" ]; then
-  gunzip -c .dev/smol16.gguf.gz > "$WORK/smol16.gguf"
-  $PY -c "from pathlib import Path; from llmrec.modeling.lm import materialize_gguf as m; m(Path('$WORK/smol16.gguf'), Path('$MODEL'))" > "$WORK/materialise.log" 2>&1
-  [ -f "$MODEL/config.json" ] || { tail -20 "$WORK/materialise.log"; exit 1; }
-fi
+device_model || exit 1
 
 BASE="--config configs/llm_beauty_mask_wsd.yaml --data .dev/beauty-llm --model $MODEL --test_users -1 --progress false --patience 0 --overwrite true"
 if [ "$DRY" = 1 ]; then BASE="$BASE --max_train_users 200 --eval_users 100 --eval_every 5 --epochs 1"; fi

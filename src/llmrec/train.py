@@ -18,6 +18,7 @@ HELP = "LoRA fine-tune a causal LM to generate the next item token."
 
 OBJECTIVES = ("sequence", "sft")
 SCHEDULES = ("constant", "linear", "cosine", "wsd")
+MASK_FILLS = ("mean", "zero")  # ItemLM(item_mask_fill=...)
 
 
 @dataclass
@@ -97,8 +98,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.item_init not in ("title", "random"):
             raise ValueError(f"item_init must be 'title' or 'random', got {self.item_init!r}")
-        if self.item_mask_fill not in ("mean", "zero"):
-            raise ValueError(f"item_mask_fill must be 'mean' or 'zero', got {self.item_mask_fill!r}")
+        if self.item_mask_fill not in MASK_FILLS:
+            raise ValueError(f"item_mask_fill must be one of {MASK_FILLS}, got {self.item_mask_fill!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):

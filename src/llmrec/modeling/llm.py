@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from llmrec.modeling.item_tokens import ItemVocab
+from llmrec.train import MASK_FILLS
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP_MODULES = ["gate_proj", "up_proj", "down_proj"]
@@ -82,9 +83,6 @@ def _item_rows(layer: nn.Module, vocab: ItemVocab) -> torch.Tensor:
                 return src.trainable_tokens_delta[name]
     weight = layer.original_module.weight if hasattr(layer, "original_module") else layer.weight
     return weight[vocab.first_id : vocab.end_id]
-
-
-MASK_FILLS = ("mean", "zero")
 
 
 class ItemLM(nn.Module):
