@@ -184,3 +184,37 @@ def test_item_mask_fill_is_checked(model_dirs):
     lm, tok, vocab = _with_items(model_dirs["tied"])
     with pytest.raises(ValueError, match="item_mask_fill"):
         ItemLM(lm, vocab, item_mask_fill="noise")
+
+
+def test_hidden_dropout_acts_only_while_training(model_dirs):
+    torch.manual_seed(0)
+    lm, tok, vocab = _with_items(model_dirs["tied"])
+    peft_lm = apply_lora(lm, vocab, r=4, alpha=8)
+    ids = torch.tensor([[vocab.token_id(i) for i in range(6)], [vocab.token_id(i) for i in range(6, 12)]])
+    mask = torch.ones_like(ids)
+    plain = ItemLM(peft_lm, vocab).eval()
+    with torch.no_grad():
+        before = plain.hidden_states(ids, mask)
+    dropped = ItemLM(peft_lm, vocab, hidden_dropout=0.5)
+    assert len(dropped._dropout_hooks) == 2 * lm.config.num_hidden_layers  # attention + MLP branch per layer
+    with torch.no_grad():
+        assert torch.equal(dropped.eval().hidden_states(ids, mask), before)  # inference is untouched
+        dropped.train()
+        a, b = dropped.hidden_states(ids, mask), dropped.hidden_states(ids, mask)
+    assert not torch.allclose(a, before) and not torch.allclose(a, b)  # random, and only while training
+
+
+def test_label_smoothing_spreads_over_item_tokens_only(model_dirs):
+    torch.manual_seed(0)
+    lm, tok, vocab = _with_items(model_dirs["tied"])
+    item_lm = ItemLM(apply_lora(lm, vocab, r=4, alpha=8), vocab, label_smoothing=0.2).eval()
+    ids = torch.tensor([[vocab.token_id(i) for i in range(6)], [vocab.token_id(i) for i in range(6, 12)]])
+    mask = torch.ones_like(ids)
+    target = torch.ones_like(ids, dtype=torch.bool)
+    target[:, 0] = False
+    with torch.no_grad():
+        loss, n = item_lm(ids, mask, target)
+        logp = torch.log_softmax(item_lm.hidden_states(ids, mask)[:, :-1] @ item_lm.item_weights().T, -1)  # [B,L-1,N]
+    gold = (ids[:, 1:] - vocab.first_id).unsqueeze(-1)
+    expected = -(0.8 * logp.gather(-1, gold).squeeze(-1) + 0.2 * logp.mean(-1)).sum()
+    assert n == 10 and torch.allclose(loss, expected, rtol=1e-5)

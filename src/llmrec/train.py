@@ -49,6 +49,11 @@ class TrainConfig:
         default="mean",
         metadata={"help": "Masked item input: mean (mean item row) or zero (runs before 2026-11-28 06:00; see docs)."},
     )
+    hidden_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on each layer's attention and MLP output before the residual add (training)."},
+    )
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the next-item cross-entropy."})
     objective: str = field(
         default="sequence",
         metadata={"help": "sequence: one pass per user, loss at every item; sft: one prompt per target."},
@@ -117,7 +122,7 @@ class TrainConfig:
             raise ValueError(f"item_lr must be > 0, got {self.item_lr}")
         if self.resume and self.overwrite:
             raise ValueError("resume/overwrite: pass at most one of them")
-        for name in ("lora_dropout", "embed_dropout", "item_mask_prob"):
+        for name in ("lora_dropout", "embed_dropout", "item_mask_prob", "hidden_dropout", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 

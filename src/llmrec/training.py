@@ -162,6 +162,8 @@ def build_model(cfg: TrainConfig, data: PreparedData):
             embed_dropout=cfg.embed_dropout,
             item_mask_prob=cfg.item_mask_prob,
             item_mask_fill=cfg.item_mask_fill,
+            hidden_dropout=cfg.hidden_dropout,
+            label_smoothing=cfg.label_smoothing,
         ),
         tokenizer,
         encoder,

@@ -27,6 +27,7 @@ from llmrec.train import MASK_FILLS
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP_MODULES = ["gate_proj", "up_proj", "down_proj"]
+RESIDUAL_BRANCH_OUTPUTS = ("o_proj", "down_proj")  # last projection of each attention / MLP branch (Llama family)
 
 
 def apply_lora(
@@ -85,6 +86,25 @@ def _item_rows(layer: nn.Module, vocab: ItemVocab) -> torch.Tensor:
     return weight[vocab.first_id : vocab.end_id]
 
 
+def _add_branch_dropout(decoder: nn.Module, p: float) -> list:
+    """Forward hooks applying dropout ``p`` (training mode only) to every attention/MLP branch output.
+
+    Returns the hook handles. Raises ValueError when the decoder has no ``o_proj``/``down_proj`` modules.
+    """
+
+    def drop(module, args, output):
+        return nn.functional.dropout(output, p, training=module.training)
+
+    handles = [
+        module.register_forward_hook(drop)
+        for name, module in decoder.named_modules()
+        if name.rsplit(".", 1)[-1] in RESIDUAL_BRANCH_OUTPUTS
+    ]
+    if not handles:
+        raise ValueError(f"hidden_dropout needs {RESIDUAL_BRANCH_OUTPUTS} modules in the decoder; found none")
+    return handles
+
+
 class ItemLM(nn.Module):
     """The LM seen as a next-item model: decoder hidden states dotted with the item tokens' output rows.
 
@@ -104,6 +124,10 @@ class ItemLM(nn.Module):
             the first position stays exactly zero through every layer (RMSNorm, attention to itself, MLP of 0),
             and RMSNorm's backward at 0 multiplies the gradient by ~1/sqrt(eps) per norm: the gradient grows
             ~1000x per layer, reaching inf/NaN at >= 14 SmolLM2 layers (and distorting Adam's moments below).
+        hidden_dropout: dropout on the output of every attention and MLP branch before it is added to the residual
+            stream (SASRec's residual dropout), while training; applied by forward hooks on the branches' last
+            projections (``o_proj``, ``down_proj``), so it needs a Llama-style module layout.
+        label_smoothing: label smoothing of the next-item cross-entropy (spread over the item tokens only).
     """
 
     def __init__(
@@ -113,6 +137,8 @@ class ItemLM(nn.Module):
         embed_dropout: float = 0.0,
         item_mask_prob: float = 0.0,
         item_mask_fill: str = "mean",
+        hidden_dropout: float = 0.0,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         if item_mask_fill not in MASK_FILLS:
@@ -125,6 +151,8 @@ class ItemLM(nn.Module):
         self.decoder = getattr(base, base.base_model_prefix)
         self.tied = bool(getattr(base.config, "tie_word_embeddings", False)) or base.get_output_embeddings() is None
         self._base = [base]  # list: not registered as a submodule twice
+        self.label_smoothing = label_smoothing
+        self._dropout_hooks = _add_branch_dropout(self.decoder, hidden_dropout) if hidden_dropout > 0 else []
 
     @property
     def device(self) -> torch.device:
@@ -168,7 +196,7 @@ class ItemLM(nn.Module):
         h = hidden[:, :-1][tmask]  # [T, D], the state before each target token
         targets = input_ids[:, 1:][tmask] - self.vocab.first_id  # [T]
         logits = h.float() @ self.item_weights().float().T  # [T, N]
-        loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
+        loss = nn.functional.cross_entropy(logits, targets, reduction="sum", label_smoothing=self.label_smoothing)
         return loss, targets.numel()
 
 
