@@ -76,6 +76,9 @@ def test_wsd_schedule_and_item_lr(paths):
         parse_config(TrainConfig, _args(paths, "x", item_mask_prob=1.0))
     with pytest.raises(ConfigError, match="item_mask_fill"):
         parse_config(TrainConfig, _args(paths, "x", item_mask_fill="noise"))
+    for name, bad in (("label_smoothing", 1.0), ("hidden_dropout", -0.1)):
+        with pytest.raises(ConfigError, match=name):
+            parse_config(TrainConfig, _args(paths, "x", **{name: bad}))
 
 
 def test_sft_examples_one_per_target(paths):
