@@ -146,6 +146,14 @@ def test_item_mask_hides_only_item_tokens_while_training(model_dirs, fill):
         handle.remove()
 
 
+def _two_histories(vocab) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Items 0-5 and 6-11 as two prompts: input_ids, attention_mask [2, 6], and targets at positions 1..5."""
+    ids = torch.tensor([[vocab.token_id(i) for i in range(6)], [vocab.token_id(i) for i in range(6, 12)]])
+    target = torch.ones_like(ids, dtype=torch.bool)
+    target[:, 0] = False
+    return ids, torch.ones_like(ids), target
+
+
 def _first_position_state(model_dirs, fill: str) -> tuple[torch.Tensor, float]:
     """Final hidden state at position 0 when the first item is hidden, and the LoRA gradient norm."""
     torch.manual_seed(0)
@@ -159,10 +167,7 @@ def _first_position_state(model_dirs, fill: str) -> tuple[torch.Tensor, float]:
 
     item_lm.hide_mask = hide_first
     item_lm.train()
-    ids = torch.tensor([[vocab.token_id(i) for i in range(6)], [vocab.token_id(i) for i in range(6, 12)]])
-    mask = torch.ones_like(ids)
-    target = torch.ones_like(ids, dtype=torch.bool)
-    target[:, 0] = False
+    ids, mask, target = _two_histories(vocab)
     first = item_lm.hidden_states(ids, mask)[:, 0].detach()
     loss, n = item_lm(ids, mask, target)
     (loss / n).backward()
@@ -190,8 +195,7 @@ def test_hidden_dropout_acts_only_while_training(model_dirs):
     torch.manual_seed(0)
     lm, tok, vocab = _with_items(model_dirs["tied"])
     peft_lm = apply_lora(lm, vocab, r=4, alpha=8)
-    ids = torch.tensor([[vocab.token_id(i) for i in range(6)], [vocab.token_id(i) for i in range(6, 12)]])
-    mask = torch.ones_like(ids)
+    ids, mask, _ = _two_histories(vocab)
     plain = ItemLM(peft_lm, vocab).eval()
     with torch.no_grad():
         before = plain.hidden_states(ids, mask)
@@ -208,10 +212,7 @@ def test_label_smoothing_spreads_over_item_tokens_only(model_dirs):
     torch.manual_seed(0)
     lm, tok, vocab = _with_items(model_dirs["tied"])
     item_lm = ItemLM(apply_lora(lm, vocab, r=4, alpha=8), vocab, label_smoothing=0.2).eval()
-    ids = torch.tensor([[vocab.token_id(i) for i in range(6)], [vocab.token_id(i) for i in range(6, 12)]])
-    mask = torch.ones_like(ids)
-    target = torch.ones_like(ids, dtype=torch.bool)
-    target[:, 0] = False
+    ids, mask, target = _two_histories(vocab)
     with torch.no_grad():
         loss, n = item_lm(ids, mask, target)
         logp = torch.log_softmax(item_lm.hidden_states(ids, mask)[:, :-1] @ item_lm.item_weights().T, -1)  # [B,L-1,N]

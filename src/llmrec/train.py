@@ -43,7 +43,10 @@ class TrainConfig:
     lora_mlp: bool = field(default=False, metadata={"help": "Also put LoRA on the MLP projections."})
     embed_dropout: float = field(default=0.0, metadata={"help": "Dropout on input embeddings while training."})
     item_mask_prob: float = field(
-        default=0.0, metadata={"help": "Zero each history item's input embedding with this probability (training)."}
+        default=0.0,
+        metadata={
+            "help": "Hide each history item's input embedding with this probability (training; see item_mask_fill)."
+        },
     )
     item_mask_fill: str = field(
         default="mean",

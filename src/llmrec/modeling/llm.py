@@ -171,13 +171,14 @@ class ItemLM(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
-        embeds = self.embed_dropout(self._base[0].get_input_embeddings()(input_ids))
+        embedding = self._base[0].get_input_embeddings()
+        embeds = self.embed_dropout(embedding(input_ids))
         if self.training and self.item_mask_prob > 0:
             hide = self.hide_mask(input_ids)
             if self.item_mask_fill == "zero":
                 embeds = embeds.masked_fill(hide.unsqueeze(-1), 0.0)
             else:
-                fill = _item_rows(self._base[0].get_input_embeddings(), self.vocab).detach().mean(0)  # [D]
+                fill = _item_rows(embedding, self.vocab).detach().mean(0)  # [D]
                 embeds = torch.where(hide.unsqueeze(-1), fill.to(embeds.dtype), embeds)
         return self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
