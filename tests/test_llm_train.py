@@ -169,3 +169,28 @@ def test_grad_accumulation_matches_full_batch(paths):
     train(parse_config(TrainConfig, _args(paths, "ga1", max_steps=3)))
     train(parse_config(TrainConfig, _args(paths, "ga2", max_steps=3, grad_accum=2)))
     assert _losses(paths["root"] / "ga1") == pytest.approx(_losses(paths["root"] / "ga2"), abs=1e-5)
+
+
+def test_item_init_decay_pulls_rows_to_their_title_init(paths):
+    from safetensors.torch import load_file
+
+    from llmrec.training import build_model, pull_toward
+
+    p, a = torch.tensor([1.0, -3.0]), torch.tensor([0.0, 1.0])
+    pull_toward([p], [a], 0.25)
+    assert p.tolist() == [0.75, -2.0]  # a quarter of the way to the anchor
+    with pytest.raises(ConfigError, match="item_init_decay"):
+        parse_config(TrainConfig, _args(paths, "x", item_init_decay=-1))
+
+    def final_rows(out, decay):
+        cfg = parse_config(TrainConfig, _args(paths, out, max_steps=3, item_init_decay=decay))
+        train(cfg)
+        state = load_file(os.path.join(cfg.output_dir, "checkpoint", "adapter.safetensors"))
+        (key,) = [k for k in state if "trainable_tokens" in k]
+        init = build_model(cfg, load_prepared(paths["data"]))[0].item_weights().detach()
+        return state[key], init
+
+    moved, init = final_rows("nodecay", 0.0)
+    assert not torch.allclose(moved, init, atol=1e-4)
+    reset, init = final_rows("fulldecay", 100.0)  # lr 1e-2 x 100: each step ends back at the init
+    assert torch.allclose(reset, init, atol=1e-6)

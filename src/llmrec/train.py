@@ -77,6 +77,14 @@ class TrainConfig:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the LoRA matrices."})
     item_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the item rows."})
+    item_init_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Decoupled decay of the item rows toward their initial (title) values: after each step "
+            "rows -= lr * item_init_decay * (rows - init_rows). Counters the drift Adam gives every row under a "
+            "full softmax (0: off)."
+        },
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
     mixed_precision: str = field(default="no", metadata={"help": "Accelerate mixed precision: no, fp16, bf16."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
@@ -121,6 +129,8 @@ class TrainConfig:
             raise ValueError("epochs must be > 0 (or set max_steps)")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        if self.item_init_decay < 0:
+            raise ValueError(f"item_init_decay must be >= 0, got {self.item_init_decay}")
         if self.item_lr is not None and self.item_lr <= 0:
             raise ValueError(f"item_lr must be > 0, got {self.item_lr}")
         if self.resume and self.overwrite:

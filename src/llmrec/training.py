@@ -61,6 +61,17 @@ def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     )
 
 
+def pull_toward(params: list[torch.Tensor], anchors: list[torch.Tensor], rate: float) -> None:
+    """In place, without grad: ``p -= rate * (p - anchor)`` for each pair (decoupled decay toward ``anchor``).
+
+    With ``rate = lr * item_init_decay`` this is AdamW's decoupled weight decay with the initial values as the
+    centre instead of zero.
+    """
+    with torch.no_grad():
+        for p, a in zip(params, anchors):
+            p.sub_(rate * (p - a))
+
+
 def build_examples(
     sequences: list[list[int]], encoder, objective: str, max_history: int
 ) -> list[tuple[list[int], list[int]]]:
@@ -301,6 +312,9 @@ def train(cfg: TrainConfig) -> dict:
         },
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    item_params = groups[1]["params"]
+    # the item rows as built (title init), before any checkpoint is loaded: the centre of item_init_decay
+    anchors = [p.detach().clone() for p in item_params] if cfg.item_init_decay else []
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer = acc.prepare(item_lm, optimizer)
     item_lm = acc.unwrap_model(model)
@@ -380,6 +394,9 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.max_grad_norm:
                 acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
+            if anchors:
+                item_lr = next(g["lr"] for g in optimizer.param_groups if g["params"][0] is item_params[0])
+                pull_toward(item_params, anchors, item_lr * cfg.item_init_decay)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss = (acc.reduce(local_loss, reduction="sum") / n_targets).item()
