@@ -81,8 +81,8 @@ class TrainConfig:
         default=0.0,
         metadata={
             "help": "Decoupled decay of the item rows toward their initial (title) values: after each step "
-            "rows -= lr * item_init_decay * (rows - init_rows). Counters the drift Adam gives every row under a "
-            "full softmax (0: off)."
+            "rows -= lr * item_init_decay * (rows - init_rows) (0: off). At 1 and 5 it slowed learning on Beauty "
+            "(docs/llm.md)."
         },
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
