@@ -33,7 +33,9 @@ $PY -c "import torch, transformers, peft, accelerate, datasets; print('torch', t
 stamp "materialise model"
 device_model || exit 1
 
-BASE="--config configs/llm_beauty_mask_wsd.yaml --data .dev/beauty-llm --model $MODEL --test_users -1 --progress false --patience 0 --overwrite true"
+# Every sweep run starts from the CPU-selected recipe (4 layers, item masking, label smoothing 0.2, decay over the last
+# half) and validates on ALL validation users (the 3000-user subsample flattered the CPU runs: docs/results.md).
+BASE="--config configs/llm_beauty_mask_wsd_l4_ls.yaml --data .dev/beauty-llm --model $MODEL --test_users -1 --progress false --patience 0 --overwrite true --eval_users 0 --eval_every 740"
 if [ "$DRY" = 1 ]; then BASE="$BASE --max_train_users 200 --eval_users 100 --eval_every 5 --epochs 1"; fi
 RUNS=$WORK/runs; mkdir -p "$RUNS"
 
@@ -48,16 +50,18 @@ stamp "smoke checks and sweep"
 if [ "${SKIP_SWEEP:-0}" = 0 ]; then
 # Smoke: QLoRA (NF4 base, bf16 compute, bf16 mixed precision), a few hundred steps.
 launch smoke_qlora --load_in_4bit true --mixed_precision bf16 --item_mask_fill mean --max_steps 300 --eval_every 150 --eval_users 1000
-# Sweep (8 layers unless noted). r1 repeats the CPU recipe exactly (zero fill; CPU: valid 0.0551 at its last step);
-# r2 is the same with the mean fill; the rest vary masking, length, depth and LoRA size.
-launch r1_cpu_recipe
-launch r2_mean --item_mask_fill mean
-launch r3_mean_mask5_e10 --item_mask_fill mean --item_mask_prob 0.5 --epochs 10 --decay_fraction 0.3
-launch r4_mean_l16 --item_mask_fill mean --num_layers 16
-launch r5_mean_l16_mask5_e10 --item_mask_fill mean --num_layers 16 --item_mask_prob 0.5 --epochs 10 --decay_fraction 0.3
-launch r6_mean_mlp_r16_mask4_e8 --item_mask_fill mean --lora_mlp true --lora_r 16 --lora_alpha 32 --item_mask_prob 0.4 --epochs 8 --decay_fraction 0.3
-launch r7_mean_mask5_lr2e3_e8 --item_mask_fill mean --item_mask_prob 0.5 --lr 0.002 --epochs 8 --decay_fraction 0.3
-launch r8_mean_mask5_e16 --item_mask_fill mean --item_mask_prob 0.5 --epochs 16 --decay_fraction 0.3
+# Sweep (the first sweep of 2026-11-28, 8 layers, is in docs/results.md "GPU sweep"; its launch lines are in git history).
+# g1 repeats the CPU recipe (CPU: full validation 0.0541, test 0.0421); g2 is its second seed (the noise); the rest vary
+# one thing each. Runs still going at RUN_LIMIT are killed; their completed validations are still reported.
+launch g1_recipe
+launch g2_seed1 --seed 1
+launch g3_hist50 --max_history 50
+launch g4_hdrop01 --hidden_dropout 0.1
+launch g5_l8 --num_layers 8
+launch g6_l2 --num_layers 2
+launch g7_ls03 --label_smoothing 0.3
+launch g8_r16 --lora_r 16 --lora_alpha 32
+launch g9_e8 --epochs 8
 wait $PIDS  # not a bare `wait`: that would also wait for the `tee` of the log
 fi
 cat "$RUNS/rc.txt"
