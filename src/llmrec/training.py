@@ -312,12 +312,13 @@ def train(cfg: TrainConfig) -> dict:
         },
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-    item_params = groups[1]["params"]
-    # the item rows as built (title init), before any checkpoint is loaded: the centre of item_init_decay
-    anchors = [p.detach().clone() for p in item_params] if cfg.item_init_decay else []
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer = acc.prepare(item_lm, optimizer)
     item_lm = acc.unwrap_model(model)
+    item_params = groups[1]["params"]
+    # the item rows as built (title init, already on the device), before any checkpoint is loaded: the centre of
+    # item_init_decay
+    anchors = [p.detach().clone() for p in item_params] if cfg.item_init_decay else []
 
     valid_data = subsample(data, cfg.eval_users, cfg.seed)
     state = {
