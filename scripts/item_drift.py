@@ -3,8 +3,8 @@
     python scripts/item_drift.py --run /work/runs/exp/LS2D5-L4
 
 Rebuilds the initial rows exactly as ``llmrec train`` does (same config, data and seed), reads the trained rows from
-``RUN/adapter`` (the best-validation adapter), and prints one JSON line per frequency bucket (number of times the
-item occurs in the training sequences): items, mean ‖init‖, mean ‖trained‖, mean ‖trained − init‖ and mean cosine.
+``RUN/adapter`` (the best-validation adapter), and prints one JSON line per frequency bucket (the number of training
+sequences that contain the item): items, mean ‖init‖, mean ‖trained‖, mean ‖trained − init‖ and mean cosine.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     trained = state[keys[0]].float()
     counts = torch.zeros(data.num_items)
     for seq in data.train_sequences():
-        counts[torch.tensor(seq)] += 1  # (an item repeated inside one sequence counts once here)
+        counts[torch.tensor(seq)] += 1  # indexed add: an item repeated inside one sequence counts once
     cos = torch.nn.functional.cosine_similarity(trained, init, dim=1)
     for lo, hi in BUCKETS:
         m = (counts >= lo) & (counts < (hi if hi is not None else float("inf")))
