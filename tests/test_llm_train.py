@@ -194,3 +194,31 @@ def test_item_init_decay_pulls_rows_to_their_title_init(paths):
     assert not torch.allclose(moved, init, atol=1e-4)
     reset, _ = final_rows("fulldecay", 100.0)  # lr 1e-2 x 100: each step ends back at the init
     assert torch.allclose(reset, init, atol=1e-6)
+
+
+def test_untied_lm_head_trains_separate_item_rows_and_reloads(paths):
+    from llmrec.modeling.item_tokens import is_tied
+    from llmrec.modeling.llm import _item_rows, load_run
+    from llmrec.training import build_model
+
+    cfg = parse_config(TrainConfig, _args(paths, "untied", max_steps=4, untie_lm_head="true"))
+    item_lm = build_model(cfg, load_prepared(paths["data"]))[0]
+    trainable = [n for n, p in item_lm.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+    assert not item_lm.tied and len(trainable) == 2 and any("lm_head" in n for n in trainable)
+    init_in = _item_rows(item_lm.lm.get_input_embeddings(), item_lm.vocab).detach().clone()
+    torch.testing.assert_close(item_lm.item_weights().detach(), init_in)  # both row sets start at the title init
+    train(cfg)
+    rec = load_run(cfg.output_dir, merge=False)
+    base, v = rec.item_lm.lm.get_base_model(), rec.item_lm.vocab
+    inp = _item_rows(base.get_input_embeddings(), v)
+    out = rec.item_lm.item_weights()
+    assert not torch.allclose(inp, init_in, atol=1e-5) and not torch.allclose(out, init_in, atol=1e-5)  # trained
+    assert not torch.allclose(out, inp, atol=1e-5)  # the output rows are separate ones
+    merged = load_run(cfg.output_dir)
+    assert not is_tied(merged.item_lm.lm)
+    text = slice(0, v.first_id)  # text rows of the head: a frozen copy of the embeddings
+    torch.testing.assert_close(
+        merged.item_lm.lm.get_output_embeddings().weight[text], merged.item_lm.lm.get_input_embeddings().weight[text]
+    )
+    torch.testing.assert_close(merged.score([[0, 1]]), rec.score([[0, 1]]), atol=1e-4, rtol=1e-4)
+    assert [i for i, _ in merged.recommend([0, 1], k=5)] == merged.generate([0, 1], k=5)

@@ -41,6 +41,13 @@ class TrainConfig:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     lora_mlp: bool = field(default=False, metadata={"help": "Also put LoRA on the MLP projections."})
+    untie_lm_head: bool = field(
+        default=False,
+        metadata={
+            "help": "Separate output rows for the item tokens: a tied LM head gets its own copy of the embeddings "
+            "(both item row sets start from the title init and are trained)."
+        },
+    )
     embed_dropout: float = field(default=0.0, metadata={"help": "Dropout on input embeddings while training."})
     item_mask_prob: float = field(
         default=0.0,

@@ -157,6 +157,7 @@ def build_model(cfg: TrainConfig, data: PreparedData):
         dtype=cfg.dtype,
         load_in_4bit=cfg.load_in_4bit,
         trust_remote_code=cfg.trust_remote_code,
+        untie_lm_head=cfg.untie_lm_head,
     )
     vocab = add_item_tokens(tokenizer, data.num_items)
     resize_for_items(lm, vocab)

@@ -315,6 +315,7 @@ def load_run(
         num_layers=cfg.get("num_layers"),
         dtype=cfg.get("dtype", "float32"),
         trust_remote_code=cfg.get("trust_remote_code", False),
+        untie_lm_head=cfg.get("untie_lm_head", False),
     )
     tokenizer = load_tokenizer(str(run / "tokenizer"))
     vocab = find_item_vocab(tokenizer, data.num_items)

@@ -119,6 +119,7 @@ def load_causal_lm(
     load_in_4bit: bool = False,
     local_files_only: bool = True,
     trust_remote_code: bool = False,
+    untie_lm_head: bool = False,
 ):
     """Load a causal LM and its tokenizer.
 
@@ -130,6 +131,8 @@ def load_causal_lm(
         load_in_4bit: QLoRA-style NF4 quantisation through bitsandbytes; needs CUDA.
         local_files_only: never touch the network.
         trust_remote_code: allow model code from the checkpoint (off by default).
+        untie_lm_head: give a tied LM head its own (frozen, equal) copy of the embedding matrix, so that item tokens
+            can have output rows separate from their input rows (see ``untie_output_embeddings``).
 
     Returns:
         ``(model, tokenizer)``.
@@ -182,7 +185,29 @@ def load_causal_lm(
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+    if untie_lm_head:
+        untie_output_embeddings(lm)
     tokenizer = load_tokenizer(path, local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer
+
+
+def untie_output_embeddings(model) -> bool:
+    """Make a tied LM head independent: its weight becomes a copy of the input embeddings (same values).
+
+    Call before ``resize_for_items``: the item tokens then get separate input and output rows, both initialised by
+    ``init_item_embeddings`` and both trained (peft ``trainable_token_indices`` on the two layers). The copy costs one
+    extra ``[vocab, D]`` matrix. Returns True when the head was tied (and is now untied), False otherwise.
+    """
+    from torch import nn
+
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is None or out.weight.data_ptr() != inp.weight.data_ptr():
+        return False
+    model.config.tie_word_embeddings = False
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
+    if text_config is not None:
+        text_config.tie_word_embeddings = False
+    out.weight = nn.Parameter(inp.weight.detach().clone(), requires_grad=inp.weight.requires_grad)
+    return True
