@@ -19,8 +19,8 @@ def tok_vocab():
 
 
 def test_shipped_templates_load():
-    assert {"compact", "titles", "chat_titles"} <= set(available_templates())
-    for name in ("compact", "titles", "chat_titles"):
+    assert {"compact", "compact_bos", "titles", "chat_titles"} <= set(available_templates())
+    for name in ("compact", "compact_bos", "titles", "chat_titles"):
         assert "{item}" in load_template(name).item
 
 
@@ -29,6 +29,19 @@ def test_compact_is_item_tokens_only(tok_vocab):
     enc = PromptEncoder(load_template("compact"), tok, vocab, CATALOG, max_items=3)
     assert enc.encode([0, 1, 2, 3, 4]) == [vocab.token_id(i) for i in (2, 3, 4)]
     assert enc.encode([2], target=7) == [vocab.token_id(2), vocab.token_id(7)]
+
+
+def test_compact_bos_puts_one_bos_token_first(tok_vocab):
+    tok, vocab = tok_vocab
+    enc = PromptEncoder(load_template("compact_bos"), tok, vocab, CATALOG, max_items=3)
+    assert enc.encode([0, 1, 2, 3, 4]) == [tok.bos_token_id] + [vocab.token_id(i) for i in (2, 3, 4)]
+    assert enc.encode([]) == [tok.bos_token_id]
+    tok.bos_token = None  # falls back to EOS
+    enc = PromptEncoder(load_template("compact_bos"), tok, vocab, CATALOG)
+    assert enc.encode([2]) == [tok.eos_token_id, vocab.token_id(2)]
+    tok.eos_token = None
+    with pytest.raises(PromptError, match="compact_bos.*bos"):
+        PromptEncoder(load_template("compact_bos"), tok, vocab, CATALOG)
 
 
 def test_titles_rendering(tok_vocab):

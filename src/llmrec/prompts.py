@@ -2,7 +2,8 @@
 
 A template file holds ``key = "JSON string"`` lines (``#`` starts a comment):
 
-    prefix  text before the history
+    prefix  text before the history; ``{bos}`` becomes the tokenizer's BOS token (its EOS token when it has no BOS),
+            e.g. to give the first history item a position other than 0, which causal LMs use as an attention sink
     item    one history item; ``{item}`` is the item token (required), ``{title}`` and ``{raw_id}`` come from the
             catalog
     suffix  the cue after the history; the predicted item token follows it directly
@@ -119,6 +120,18 @@ def load_template(name_or_path: str) -> PromptTemplate:
     return parse_template(path.read_text(encoding="utf-8"), path.stem)
 
 
+def _fill_bos(text: str, tokenizer, name: str) -> str:
+    """``text`` with ``{bos}`` replaced by the tokenizer's BOS token (EOS if it has none)."""
+    if "{bos}" not in text:
+        return text
+    token = getattr(tokenizer, "bos_token", None) or getattr(tokenizer, "eos_token", None)
+    if not token:
+        raise PromptError(
+            f"template {name!r}: prefix uses {{bos}} but the tokenizer has neither a BOS nor an EOS token"
+        )
+    return text.replace("{bos}", token)
+
+
 class PromptEncoder:
     """Turns histories of internal item ids into token ids with one template, tokenizer and catalog.
 
@@ -146,7 +159,7 @@ class PromptEncoder:
         self.titles, self.raw_ids = catalog.titles, catalog.raw_ids
         self.max_items, self.max_tokens = max_items, max_tokens
         self.uses_chat = template.chat and bool(getattr(tokenizer, "chat_template", None))
-        head, tail = template.prefix, template.suffix
+        head, tail = _fill_bos(template.prefix, tokenizer, template.name), template.suffix
         if self.uses_chat:
             messages = [{"role": "system", "content": template.system}] if template.system else []
             messages.append({"role": "user", "content": _PLACEHOLDER})
