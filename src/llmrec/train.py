@@ -33,7 +33,12 @@ class TrainConfig:
     dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16, float16."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the checkpoint."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: NF4 base weights via bitsandbytes (CUDA)."})
-    prompt: str = field(default="compact", metadata={"help": "Prompt template name (prompts/*.txt) or path."})
+    prompt: str = field(
+        default="compact_bos",
+        metadata={
+            "help": "Prompt template name (prompts/*.txt) or path; compact_bos: item tokens after one BOS token."
+        },
+    )
     max_history: int = field(default=20, metadata={"help": "History items kept in a prompt (most recent)."})
     max_prompt_tokens: int | None = field(default=None, metadata={"help": "Drop oldest items beyond this length."})
     item_init: str = field(default="title", metadata={"help": "Item embedding init: title or random."})
