@@ -5,7 +5,7 @@
 # 64 MiB of the tree travels. Prepared here beforehand, in the ignored folder .dev/ (carried):
 #   .dev/whl/*.whl            datasets, dill, multiprocess (py312), gguf, peft, transformers (pinned as here)
 #   .dev/site/bitsandbytes    the bitsandbytes package with only its CPU and CUDA 13.0 libraries
-#   .dev/smol16.gguf.gz       scripts/trim_gguf.py --keep-layers 16 (exact for the compact prompt)
+#   .dev/smol16.gguf.gz       scripts/trim_gguf.py --keep-layers 16 (exact for the compact and compact_bos prompts)
 #   .dev/beauty-llm           the prepared data set
 # Phases: install -> materialise the model -> smoke checks (QLoRA, bf16) and the sweep in parallel (each run
 # under `timeout`) -> choose the run with the best VALIDATION NDCG@10 -> its test evaluation -> pack results.
@@ -34,8 +34,9 @@ stamp "materialise model"
 device_model || exit 1
 
 # Every sweep run starts from the CPU-selected recipe (4 layers, item masking, label smoothing 0.2, decay over the last
-# half) and validates on ALL validation users (the 3000-user subsample flattered the CPU runs: docs/results.md).
-BASE="--config configs/llm_beauty_mask_wsd_l4_ls.yaml --data .dev/beauty-llm --model $MODEL --test_users -1 --progress false --patience 0 --overwrite true --eval_users 0 --eval_every 740"
+# half, compact_bos prompt) and validates on ALL validation users (the 3000-user subsample flattered the CPU runs:
+# docs/results.md).
+BASE="--config configs/llm_beauty_mask_wsd_l4_ls_bos.yaml --data .dev/beauty-llm --model $MODEL --test_users -1 --progress false --patience 0 --overwrite true --eval_users 0 --eval_every 740"
 if [ "$DRY" = 1 ]; then BASE="$BASE --max_train_users 200 --eval_users 100 --eval_every 5 --epochs 1"; fi
 RUNS=$WORK/runs; mkdir -p "$RUNS"
 
@@ -51,17 +52,18 @@ if [ "${SKIP_SWEEP:-0}" = 0 ]; then
 # Smoke: QLoRA (NF4 base, bf16 compute, bf16 mixed precision), a few hundred steps.
 launch smoke_qlora --load_in_4bit true --mixed_precision bf16 --item_mask_fill mean --max_steps 300 --eval_every 150 --eval_users 1000
 # Sweep (the first sweep of 2026-11-28, 8 layers, is in docs/results.md "GPU sweep"; its launch lines are in git history).
-# g1 repeats the CPU recipe (CPU: full validation 0.0541, test 0.0421); g2 is its second seed (the noise); the rest vary
-# one thing each. Runs still going at RUN_LIMIT are killed; their completed validations are still reported.
+# g1 repeats the CPU recipe (CPU: full validation 0.0590, test 0.0462; SASRec 0.0602 / 0.0476); g2 is its second seed
+# (the noise); g9 is the previous recipe (compact prompt, CPU 0.0541); the rest vary one thing each. Runs still going
+# at RUN_LIMIT are killed; their completed validations are still reported.
 launch g1_recipe
 launch g2_seed1 --seed 1
 launch g3_hist50 --max_history 50
-launch g4_hdrop01 --hidden_dropout 0.1
-launch g5_l8 --num_layers 8
-launch g6_l2 --num_layers 2
-launch g7_ls03 --label_smoothing 0.3
-launch g8_r16 --lora_r 16 --lora_alpha 32
-launch g9_e8 --epochs 8
+launch g4_l8 --num_layers 8
+launch g5_l2 --num_layers 2
+launch g6_ls03 --label_smoothing 0.3
+launch g7_r16 --lora_r 16 --lora_alpha 32
+launch g8_e8 --epochs 8
+launch g9_compact --prompt compact
 wait $PIDS  # not a bare `wait`: that would also wait for the `tee` of the log
 fi
 cat "$RUNS/rc.txt"

@@ -4,7 +4,8 @@ Used to ship the embedded SmolLM2 to a lent GPU machine whose upload is capped (
 and beyond ``--keep-layers`` and the token-embedding rows of every token a data set never reads are overwritten
 with zero blocks in place (the file stays a valid GGUF of the same shape), then the file is gzip-compressed.
 
-Exactness: with the ``compact`` prompt (item tokens only) the text vocabulary is read in one place only, the
+Exactness: with the ``compact`` prompt (item tokens only; ``compact_bos`` adds the BOS token, a special token, kept)
+the text vocabulary is read in one place only, the
 title initialisation of the item rows (mean of each title's token embeddings; items without a title get the
 mean of those means). Keeping the rows of every token of every catalog title (plus the special tokens) therefore
 leaves a run with ``num_layers <= keep_layers`` bit-identical. Scoring covers item tokens only, so the zeroed
