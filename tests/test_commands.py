@@ -101,7 +101,8 @@ def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
     )
     by_history = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["items"]
     f = tmp_path / "p.jsonl"
-    f.write_text(json.dumps({"prompt": "<|item_0|><|item_1|>"}) + "\n")
+    bos = json.loads((run / "tokenizer" / "tokenizer_config.json").read_text())["bos_token"]
+    f.write_text(json.dumps({"prompt": f"{bos}<|item_0|><|item_1|>"}) + "\n")  # the default prompt: compact_bos
     assert cli_main(["recommend", "--run", str(run), "--input", str(f), "-k", "4", "--json"]) == 0
     by_prompt = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["items"]
     assert [it["id"] for it in by_prompt] == [it["id"] for it in by_history]
