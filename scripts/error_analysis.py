@@ -39,8 +39,10 @@ def bucket_rows(key: np.ndarray, edges, ranks: dict[str, np.ndarray]) -> list[st
 
 
 def ndcg10(ranks: np.ndarray) -> float:
-    """Mean NDCG@10 of 0-based ranks (the evaluator's definition)."""
-    return float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    """Mean NDCG@10 of 0-based ranks (the evaluator's ``metrics_from_ranks``)."""
+    from llmrec.evaluation import metrics_from_ranks
+
+    return metrics_from_ranks(ranks, ks=(10,))["ndcg@10"]
 
 
 def main() -> None:
@@ -56,7 +58,7 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from llmrec.evaluation import mask_scores, pessimistic_ranks
+    from llmrec.evaluation import mask_scores, metrics_from_ranks, pessimistic_ranks
     from llmrec.runs import load_run
 
     lams = [0.0] + [float(x) for x in args.pop_prior.split(",") if x.strip()]
@@ -68,9 +70,7 @@ def main() -> None:
         if data is None:
             data = run.data
             histories, targets = data.split(args.split)
-            counts = np.zeros(data.num_items)
-            for seq in data.train_sequences():
-                np.add.at(counts, seq, 1)
+            counts = data.item_popularity()  # training counts, as the evaluator's avg_pop@K
             prior = torch.as_tensor(np.log1p(counts), dtype=torch.float32)
         elif run.data.num_items != data.num_items or run.data.users != data.users:
             raise SystemExit(f"{path}: its data set differs from {args.runs[0]}'s (users or items)")
@@ -89,9 +89,10 @@ def main() -> None:
         probe[run.name] = {}
         for lam in lams:
             r = torch.cat(per_lam[lam]).numpy()
+            m = metrics_from_ranks(r, ks=(10,))
             probe[run.name][lam] = {
-                "ndcg@10": ndcg10(r),
-                "hr@10": float((r < 10).mean()),
+                "ndcg@10": m["ndcg@10"],
+                "hr@10": m["hr@10"],
                 "train_count@10": float(np.mean(top_pop[lam])),
             }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llmrec.modeling.item_tokens import ItemVocab
+from llmrec.modeling.item_tokens import ItemVocab, is_tied
 from llmrec.train import MASK_FILLS
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -51,8 +51,7 @@ def apply_lora(
     if train_item_tokens:
         embed_name = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()).split(".")[-1]
         out = model.get_output_embeddings()
-        tied = out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
-        if tied or out is None:
+        if out is None or is_tied(model):
             tokens = indices
         else:
             out_name = next(n for n, m in model.named_modules() if m is out).split(".")[-1]

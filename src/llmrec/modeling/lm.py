@@ -202,9 +202,11 @@ def untie_output_embeddings(model) -> bool:
     """
     from torch import nn
 
-    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
-    if out is None or out.weight.data_ptr() != inp.weight.data_ptr():
+    from llmrec.modeling.item_tokens import is_tied
+
+    if not is_tied(model):
         return False
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
     model.config.tie_word_embeddings = False
     text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
     if text_config is not None:
