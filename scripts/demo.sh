@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded defaults, end to end on a CPU:
 #   1. prepare a real data set (Amazon Beauty by default) and print its statistics;
-#   2. LoRA fine-tune the embedded SmolLM2-135M-Instruct briefly (configs/demo_beauty.yaml: first 8 layers,
-#      title-initialised item tokens, half an epoch);
+#   2. LoRA fine-tune the embedded SmolLM2-135M-Instruct briefly (configs/demo_beauty.yaml: first 4 layers,
+#      title-initialised item tokens, the benchmark recipe cut to 1.5 epochs);
 #   3. print recommendations with titles for a sample user, and the test metrics of the brief run.
 # Usage: scripts/demo.sh DATA_DIR OUT_DIR   (llmrec must be on PATH; `make demo` does that)
 set -euo pipefail
