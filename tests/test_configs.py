@@ -28,3 +28,14 @@ def test_config_parses(path):
     else:  # a baseline: llmrec baseline MODEL --config ... --data D --out O
         cfg = parse_config(BaselineConfig, ["--config", str(path), "--data", "d", "--out", "o"])
         assert cfg.model == raw["model"]
+
+
+def test_demo_is_the_benchmark_recipe_cut_short():
+    """configs/demo_beauty.yaml says it is the selected recipe with a shorter schedule: keep the two in step."""
+    root = CONFIGS[0].parent
+    demo = parse_config(TrainConfig, ["--config", str(root / "demo_beauty.yaml"), "--data", "d", "--output_dir", "o"])
+    bench = parse_config(TrainConfig, ["--config", str(root / "llm_beauty_mask_wsd_l4_ls_bos.yaml")])
+    schedule = {"data", "output_dir", "epochs", "eval_every", "eval_users", "test_users", "log_every"}
+    differ = {k for k in vars(demo) if k not in schedule and getattr(demo, k) != getattr(bench, k)}
+    assert not differ, f"demo_beauty.yaml differs from the benchmark recipe in {sorted(differ)}"
+    assert demo.epochs < bench.epochs
