@@ -222,3 +222,48 @@ def test_untied_lm_head_trains_separate_item_rows_and_reloads(paths):
     )
     torch.testing.assert_close(merged.score([[0, 1]]), rec.score([[0, 1]]), atol=1e-4, rtol=1e-4)
     assert [i for i, _ in merged.recommend([0, 1], k=5)] == merged.generate([0, 1], k=5)
+
+
+def test_low_rank_item_delta_trains_only_the_delta_saves_merged_rows_and_resumes(paths):
+    from safetensors.torch import load_file
+
+    from llmrec.evaluation import evaluate
+    from llmrec.modeling.llm import _item_rows, load_run
+    from llmrec.training import build_model
+
+    for bad in ({"item_delta_rank": -1}, {"item_delta_rank": 2, "untie_lm_head": "true"}):
+        with pytest.raises(ConfigError, match="item_delta_rank"):
+            parse_config(TrainConfig, _args(paths, "x", **bad))
+    kw = {"item_delta_rank": 3, "save_every": 3, "item_mask_prob": 0.3}
+    cfg = parse_config(TrainConfig, _args(paths, "delta", max_steps=6, eval_every=6, eval_users=0, **kw))
+    item_lm = build_model(cfg, load_prepared(paths["data"]))[0]
+    trainable = {n for n, p in item_lm.named_parameters() if p.requires_grad}
+    assert {"item_delta.U", "item_delta.V"} <= trainable and not any("trainable_tokens" in n for n in trainable)
+    init = _item_rows(item_lm.lm.get_input_embeddings(), item_lm.vocab).detach().clone()
+    torch.testing.assert_close(item_lm.item_weights().detach(), init)  # U = 0: starts at the title rows
+    result = train(cfg)
+
+    # the checkpoint keeps the frozen rows and the rank-3 factors; the delta moved the rows
+    state = load_file(os.path.join(cfg.output_dir, "checkpoint", "adapter.safetensors"))
+    (key,) = [k for k in state if "trainable_tokens" in k]
+    torch.testing.assert_close(state[key], init)
+    delta = load_file(os.path.join(cfg.output_dir, "checkpoint", "item_delta.safetensors"))
+    assert delta["U"].shape == (init.shape[0], 3) and delta["V"].shape == (3, init.shape[1])
+    moved = delta["U"] @ delta["V"]
+    assert moved.abs().max() > 1e-3 and torch.linalg.matrix_rank(moved) <= 3
+
+    # the saved adapter holds rows + delta: a plain run directory with the in-training validation score
+    rec = load_run(cfg.output_dir, merge=False)
+    torch.testing.assert_close(_item_rows(rec.item_lm.lm.get_input_embeddings(), rec.item_lm.vocab), init + moved)
+    res = evaluate(rec.score, load_prepared(paths["data"]), "valid")
+    assert res["metrics"]["ndcg@10"] == pytest.approx(result["best_valid"]["metrics"]["ndcg@10"], abs=1e-6)
+    assert [i for i, _ in rec.recommend([0, 1], k=5)] == rec.generate([0, 1], k=5)
+
+    # resume from step 3 reproduces the uninterrupted losses
+    part = parse_config(TrainConfig, _args(paths, "delta_part", max_steps=3, eval_every=6, eval_users=0, **kw))
+    train(part)
+    resumed = parse_config(
+        TrainConfig, _args(paths, "delta_part", max_steps=6, eval_every=6, eval_users=0, resume=True, **kw)
+    )
+    train(resumed)
+    assert _losses(cfg.output_dir) == pytest.approx(_losses(resumed.output_dir), abs=1e-6)

@@ -97,6 +97,13 @@ class TrainConfig:
             "(docs/llm.md)."
         },
     )
+    item_delta_rank: int = field(
+        default=0,
+        metadata={
+            "help": "0: train every item row freely. r > 0: keep the initial (title) rows frozen and train a rank-r "
+            "delta U[N, r] @ V[r, D] (N*r + r*D free values instead of N*D); merged into the saved rows."
+        },
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
     mixed_precision: str = field(default="no", metadata={"help": "Accelerate mixed precision: no, fp16, bf16."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
@@ -143,6 +150,10 @@ class TrainConfig:
             raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.item_init_decay < 0:
             raise ValueError(f"item_init_decay must be >= 0, got {self.item_init_decay}")
+        if self.item_delta_rank < 0:
+            raise ValueError(f"item_delta_rank must be >= 0, got {self.item_delta_rank}")
+        if self.item_delta_rank and (self.untie_lm_head or self.item_init_decay):
+            raise ValueError("item_delta_rank works with tied item rows and without item_init_decay")
         if self.item_lr is not None and self.item_lr <= 0:
             raise ValueError(f"item_lr must be > 0, got {self.item_lr}")
         if self.resume and self.overwrite:

@@ -176,6 +176,7 @@ def build_model(cfg: TrainConfig, data: PreparedData):
             item_mask_fill=cfg.item_mask_fill,
             hidden_dropout=cfg.hidden_dropout,
             label_smoothing=cfg.label_smoothing,
+            item_delta_rank=cfg.item_delta_rank,
         ),
         tokenizer,
         encoder,
@@ -209,6 +210,9 @@ def save_checkpoint(acc, item_lm, optimizer, scheduler, state: dict, run_dir: Pa
         tmp.mkdir(parents=True)
         weights = get_peft_model_state_dict(item_lm.lm, save_embedding_layers=False)
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "adapter.safetensors"))
+        if item_lm.item_delta is not None:
+            delta = {k: v.detach().cpu().contiguous() for k, v in item_lm.item_delta.state_dict().items()}
+            save_file(delta, str(tmp / "item_delta.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         atomic_write_json(tmp / "state.json", state)
@@ -229,6 +233,8 @@ def load_checkpoint(acc, item_lm, optimizer, scheduler, run_dir: Path) -> dict:
     if not (ckpt / "state.json").is_file():
         raise FileNotFoundError(f"--resume: no checkpoint in {ckpt}")
     set_peft_model_state_dict(item_lm.lm, load_file(str(ckpt / "adapter.safetensors")))
+    if item_lm.item_delta is not None:
+        item_lm.item_delta.load_state_dict(load_file(str(ckpt / "item_delta.safetensors"), device=str(acc.device)))
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     rng_file = ckpt / f"rng_{acc.process_index}.pt"
@@ -304,10 +310,11 @@ def train(cfg: TrainConfig) -> dict:
         total_steps = min(total_steps, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
 
     params = [(n, p) for n, p in item_lm.named_parameters() if p.requires_grad]
+    is_item = lambda n: "trainable_tokens" in n or n.startswith("item_delta.")  # noqa: E731
     groups = [
-        {"params": [p for n, p in params if "trainable_tokens" not in n], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in params if not is_item(n)], "weight_decay": cfg.weight_decay},
         {
-            "params": [p for n, p in params if "trainable_tokens" in n],
+            "params": [p for n, p in params if is_item(n)],
             "weight_decay": cfg.item_weight_decay,
             "lr": cfg.item_lr or cfg.lr,
         },
@@ -357,7 +364,8 @@ def train(cfg: TrainConfig) -> dict:
             state["evals"].append(entry)
             if state["best"] is None or ndcg > state["best"]["ndcg@10"]:
                 state["best"], state["bad_evals"] = entry, 0
-                item_lm.lm.save_pretrained(run_dir / "adapter", save_embedding_layers=False)
+                with item_lm.folded_item_delta():  # the saved rows include the delta: load_run needs no delta
+                    item_lm.lm.save_pretrained(run_dir / "adapter", save_embedding_layers=False)
             else:
                 state["bad_evals"] += 1
             acc.print(
@@ -444,7 +452,8 @@ def train(cfg: TrainConfig) -> dict:
                 break
     bar.close()
     if not state["evals"] and acc.is_main_process:
-        item_lm.lm.save_pretrained(run_dir / "adapter", save_embedding_layers=False)
+        with item_lm.folded_item_delta():
+            item_lm.lm.save_pretrained(run_dir / "adapter", save_embedding_layers=False)
     acc.wait_for_everyone()
 
     result = {

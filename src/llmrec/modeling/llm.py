@@ -16,7 +16,8 @@ parameters, for an untied head its item rows are trainable too). All other base 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -104,6 +105,25 @@ def _add_branch_dropout(decoder: nn.Module, p: float) -> list:
     return handles
 
 
+class LowRankItemDelta(nn.Module):
+    """A rank-``r`` correction of the item rows: ``delta = U @ V``, ``U`` [N, r] (zeros), ``V`` [r, D] (N(0, 1/r)).
+
+    With ``U`` at zero the model starts exactly at its initial (title) rows. Each item owns only ``r`` free values
+    (the rows of ``U``); ``V`` is a basis shared by all items. The ``1/sqrt(r)`` scale of ``V`` makes an Adam step
+    on ``U`` move a row by about as much as a step on a free row would.
+    """
+
+    def __init__(self, num_items: int, rank: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.U = nn.Parameter(torch.zeros(num_items, rank))
+        self.V = nn.Parameter(torch.randn(rank, dim, generator=generator) / rank**0.5)
+
+    def forward(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The delta of items ``idx`` (any shape S, internal ids) as [*S, D]; of all items [N, D] when None."""
+        u = self.U if idx is None else self.U[idx]
+        return u @ self.V
+
+
 class ItemLM(nn.Module):
     """The LM seen as a next-item model: decoder hidden states dotted with the item tokens' output rows.
 
@@ -127,6 +147,9 @@ class ItemLM(nn.Module):
             stream (SASRec's residual dropout), while training; applied by forward hooks on the branches' last
             projections (``o_proj``, ``down_proj``), so it needs a Llama-style module layout.
         label_smoothing: label smoothing of the next-item cross-entropy (spread over the item tokens only).
+        item_delta_rank: 0, or the rank of a ``LowRankItemDelta`` added to the item rows (input and tied output);
+            the peft item rows then stay frozen at their initial values. Needs a tied LM head. ``folded_item_delta``
+            merges the delta into the peft rows (for saving: a saved run has plain rows and loads without it).
     """
 
     def __init__(
@@ -138,6 +161,7 @@ class ItemLM(nn.Module):
         item_mask_fill: str = "mean",
         hidden_dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        item_delta_rank: int = 0,
     ):
         super().__init__()
         if item_mask_fill not in MASK_FILLS:
@@ -152,6 +176,34 @@ class ItemLM(nn.Module):
         self._base = [base]  # list: not registered as a submodule twice
         self.label_smoothing = label_smoothing
         self._dropout_hooks = _add_branch_dropout(self.decoder, hidden_dropout) if hidden_dropout > 0 else []
+        self.item_delta = None
+        if item_delta_rank:
+            if not self.tied:
+                raise ValueError("item_delta_rank needs tied input/output item rows (untie_lm_head false)")
+            rows = _item_rows(base.get_input_embeddings(), vocab)
+            if not rows.requires_grad:
+                raise ValueError("item_delta_rank needs the item rows as a peft trainable-tokens delta")
+            rows.requires_grad_(False)
+            gen = torch.Generator().manual_seed(0)
+            self.item_delta = LowRankItemDelta(vocab.num_items, item_delta_rank, rows.shape[1], gen).to(rows.device)
+
+    @contextmanager
+    def folded_item_delta(self) -> Iterator[None]:
+        """Within the block the peft item rows hold ``rows + delta`` and the delta is off (saving, ``generate``)."""
+        if self.item_delta is None:
+            yield
+            return
+        rows = _item_rows(self._base[0].get_input_embeddings(), self.vocab)
+        delta, saved = self.item_delta, rows.detach().clone()
+        with torch.no_grad():
+            rows.add_(delta().to(rows.dtype))
+        self.item_delta = None
+        try:
+            yield
+        finally:
+            self.item_delta = delta
+            with torch.no_grad():
+                rows.copy_(saved)
 
     @property
     def device(self) -> torch.device:
@@ -161,7 +213,8 @@ class ItemLM(nn.Module):
         """Output rows of the item tokens, [num_items, D] (differentiable)."""
         base = self._base[0]
         layer = base.get_input_embeddings() if self.tied else base.get_output_embeddings()
-        return _item_rows(layer, self.vocab)
+        rows = _item_rows(layer, self.vocab)
+        return rows if self.item_delta is None else rows + self.item_delta().to(rows.dtype)
 
     def hide_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, L] bool: the item tokens to hide in this training forward pass (each with ``item_mask_prob``)."""
@@ -171,13 +224,19 @@ class ItemLM(nn.Module):
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
         embedding = self._base[0].get_input_embeddings()
-        embeds = self.embed_dropout(embedding(input_ids))
+        embeds = embedding(input_ids)
+        if self.item_delta is not None:
+            is_item = (input_ids >= self.vocab.first_id) & (input_ids < self.vocab.end_id)
+            idx = (input_ids - self.vocab.first_id).clamp(0, self.vocab.num_items - 1)
+            embeds = embeds + self.item_delta(idx).to(embeds.dtype) * is_item.unsqueeze(-1)
+        embeds = self.embed_dropout(embeds)
         if self.training and self.item_mask_prob > 0:
             hide = self.hide_mask(input_ids)
             if self.item_mask_fill == "zero":
                 embeds = embeds.masked_fill(hide.unsqueeze(-1), 0.0)
             else:
-                fill = _item_rows(embedding, self.vocab).detach().mean(0)  # [D]
+                rows = _item_rows(embedding, self.vocab) if self.item_delta is None else self.item_weights()
+                fill = rows.detach().mean(0)  # [D]
                 embeds = torch.where(hide.unsqueeze(-1), fill.to(embeds.dtype), embeds)
         return self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
@@ -267,15 +326,16 @@ class LLMRecommender:
         from llmrec.decoding import generate_items
 
         self.item_lm.eval()
-        return generate_items(
-            self.item_lm.lm,
-            self.item_lm.vocab,
-            [self.encoder.encode(history)],
-            self.pad_id,
-            k=k,
-            do_sample=do_sample,
-            exclude=[history] if exclude_seen else None,
-        )[0]
+        with self.item_lm.folded_item_delta():  # generate runs the LM itself: its rows must include the delta
+            return generate_items(
+                self.item_lm.lm,
+                self.item_lm.vocab,
+                [self.encoder.encode(history)],
+                self.pad_id,
+                k=k,
+                do_sample=do_sample,
+                exclude=[history] if exclude_seen else None,
+            )[0]
 
 
 def load_run(
