@@ -9,7 +9,9 @@ Each run is scored once. Prints Markdown tables:
 - users bucketed by the length of their input history, and by the training popularity of their target (the number
   of occurrences in the training sequences), with each run's mean NDCG@10 per bucket;
 - with ``--pop_prior``: NDCG@10 / HR@10 / avg_pop@10 when ``lam * log(1 + training count)`` is added to the scores,
-  a probe of whether a run under-weights popular items (not a model: choose ``lam`` on validation only).
+  a probe of whether a run under-weights popular items (not a model: choose ``lam`` on validation only);
+- with ``--bootstrap N``: each later run minus the first one, NDCG@10 and HR@10, with a 95% paired-bootstrap
+  interval over users (N resamples) and the share of resamples where the later run is not better.
 
 All runs must use the same prepared data set (same users and items).
 """
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="run directories (llmrec train / llmrec baseline)")
     ap.add_argument("--split", default="valid", choices=["valid", "test"])
     ap.add_argument("--pop_prior", default="", help="comma-separated lam values for the popularity-prior probe")
+    ap.add_argument("--bootstrap", type=int, default=0, help="paired-bootstrap resamples vs the first run (0: off)")
     ap.add_argument("--batch_size", type=int, default=512)
     ap.add_argument("--num_threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
@@ -58,7 +61,7 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from llmrec.evaluation import mask_scores, metrics_from_ranks, pessimistic_ranks
+    from llmrec.evaluation import mask_scores, metrics_from_ranks, paired_bootstrap, pessimistic_ranks
     from llmrec.runs import load_run
 
     lams = [0.0] + [float(x) for x in args.pop_prior.split(",") if x.strip()]
@@ -113,6 +116,13 @@ def main() -> None:
         for name in names:
             for lam, m in probe[name].items():
                 print(f"| {name} | {lam:g} | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {m['train_count@10']:.1f} |")
+    if args.bootstrap:
+        print(f"\nPaired bootstrap vs {names[0]} ({args.split}, {args.bootstrap} resamples of the users)\n")
+        print("| run | metric | run - first | 95% interval | share not better |\n|---|---|---|---|---|")
+        for name in names[1:]:
+            for metric, r in paired_bootstrap(ranks[names[0]], ranks[name], num_samples=args.bootstrap).items():
+                interval = f"[{r['low']:+.4f}, {r['high']:+.4f}]"
+                print(f"| {name} | {metric} | {r['diff']:+.4f} | {interval} | {r['p_b_not_better']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -88,3 +88,23 @@ def test_bad_score_shape_raises():
     data = _data([[0, 1, 2]], num_items=4)
     with pytest.raises(ValueError, match="shape"):
         evaluate(lambda h: torch.zeros(len(h), 3), data, "test")
+
+
+def test_paired_bootstrap_interval_and_p_value():
+    import numpy as np
+
+    from llmrec.evaluation import metrics_from_ranks, paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 50, size=4000)
+    better = np.where(rng.random(4000) < 0.3, 0, a)  # B puts 30% of the targets first
+    res = paired_bootstrap(a, better, num_samples=300)
+    exact = metrics_from_ranks(better, ks=(10,))["ndcg@10"] - metrics_from_ranks(a, ks=(10,))["ndcg@10"]
+    assert res["ndcg@10"]["diff"] == pytest.approx(exact)
+    assert 0 < res["ndcg@10"]["low"] < exact < res["ndcg@10"]["high"] and res["ndcg@10"]["p_b_not_better"] == 0
+    same = paired_bootstrap(a, a, num_samples=50)  # no difference at all: a zero-width interval at 0
+    assert same["hr@10"] == {"diff": 0.0, "low": 0.0, "high": 0.0, "p_b_not_better": 1.0}
+    noisy = paired_bootstrap(a, rng.permutation(a), num_samples=300)  # same distribution: the interval spans 0
+    assert noisy["hr@10"]["low"] < 0 < noisy["hr@10"]["high"]
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap(a, a[:-1])

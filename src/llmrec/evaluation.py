@@ -76,6 +76,53 @@ def _rank_sums(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
     return out
 
 
+def paired_bootstrap(
+    ranks_a: np.ndarray | Sequence[int],
+    ranks_b: np.ndarray | Sequence[int],
+    k: int = 10,
+    num_samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Paired bootstrap over users of the difference ``B - A`` in NDCG@k and HR@k.
+
+    Both rank arrays are 0-based ranks of the same users' targets, in the same order (e.g. two models scored on one
+    split). Users are resampled with replacement ``num_samples`` times; the interval is the 2.5th-97.5th percentile
+    of the resampled mean differences.
+
+    Returns:
+        ``{"ndcg@k": {"diff", "low", "high", "p_b_not_better"}, "hr@k": {...}}``; ``p_b_not_better`` is the share of
+        resamples where B's mean is <= A's (a one-sided bootstrap p-value for "B is better").
+
+    Raises:
+        ValueError: the arrays differ in length or are empty.
+    """
+    a = np.asarray(ranks_a, dtype=np.float64)
+    b = np.asarray(ranks_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired_bootstrap needs two equally long, non-empty rank arrays; got {a.shape}, {b.shape}")
+    per_user = {
+        f"ndcg@{k}": lambda r: np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0),
+        f"hr@{k}": lambda r: (r < k).astype(np.float64),
+    }
+    rng = np.random.default_rng(seed)
+    diffs = {name: fn(b) - fn(a) for name, fn in per_user.items()}  # [users] each
+    means = {name: [] for name in per_user}
+    for start in range(0, num_samples, 100):  # 100 resamples at a time bounds the memory
+        idx = rng.integers(0, len(a), size=(min(100, num_samples - start), len(a)))
+        for name, d in diffs.items():
+            means[name].append(d[idx].mean(axis=1))
+    out = {}
+    for name, d in diffs.items():
+        m = np.concatenate(means[name])  # [num_samples]
+        out[name] = {
+            "diff": float(d.mean()),
+            "low": float(np.percentile(m, 2.5)),
+            "high": float(np.percentile(m, 97.5)),
+            "p_b_not_better": float((m <= 0).mean()),
+        }
+    return out
+
+
 class _Accumulator:
     """Running sums over batches so memory stays bounded by one ``[batch, N]`` score block."""
 
