@@ -267,3 +267,12 @@ def test_low_rank_item_delta_trains_only_the_delta_saves_merged_rows_and_resumes
     )
     train(resumed)
     assert _losses(cfg.output_dir) == pytest.approx(_losses(resumed.output_dir), abs=1e-6)
+
+
+def test_item_adam_eps_reaches_the_item_rows_group_only(paths):
+    with pytest.raises(ConfigError, match="item_adam_eps"):
+        parse_config(TrainConfig, _args(paths, "x", item_adam_eps=0))
+    cfg = parse_config(TrainConfig, _args(paths, "eps", max_steps=2, item_adam_eps=1e-3))
+    train(cfg)
+    groups = torch.load(os.path.join(cfg.output_dir, "checkpoint", "optimizer.pt"), weights_only=False)["param_groups"]
+    assert [g["eps"] for g in groups] == [1e-8, 1e-3]  # LoRA matrices keep AdamW's default

@@ -79,6 +79,13 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step and process."})
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
     item_lr: float | None = field(default=None, metadata={"help": "Learning rate of the item rows (default: lr)."})
+    item_adam_eps: float = field(
+        default=1e-8,
+        metadata={
+            "help": "AdamW epsilon of the item rows. Larger values damp the ~lr-sized steps Adam gives rows whose "
+            "gradients are tiny (items rarely or never seen as targets)."
+        },
+    )
     lr_schedule: str = field(
         default="constant",
         metadata={
@@ -154,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"item_delta_rank must be >= 0, got {self.item_delta_rank}")
         if self.item_delta_rank and (self.untie_lm_head or self.item_init_decay):
             raise ValueError("item_delta_rank works with tied item rows and without item_init_decay")
+        if self.item_adam_eps <= 0:
+            raise ValueError(f"item_adam_eps must be > 0, got {self.item_adam_eps}")
         if self.item_lr is not None and self.item_lr <= 0:
             raise ValueError(f"item_lr must be > 0, got {self.item_lr}")
         if self.resume and self.overwrite:

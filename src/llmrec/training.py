@@ -317,6 +317,7 @@ def train(cfg: TrainConfig) -> dict:
             "params": [p for n, p in params if is_item(n)],
             "weight_decay": cfg.item_weight_decay,
             "lr": cfg.item_lr or cfg.lr,
+            "eps": cfg.item_adam_eps,
         },
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
