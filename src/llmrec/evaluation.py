@@ -63,16 +63,21 @@ def metrics_from_ranks(
     return {name: value / n for name, value in sums.items()}
 
 
-def _rank_sums(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+def _per_user(ranks: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """Each user's ``hr@k`` and ``ndcg@k`` (``1/log2(rank+2)`` when ``rank < k``), float64 ``[U]``, of 0-based ranks."""
     ranks = ranks.to(torch.float64)
+    hit = (ranks < k).to(torch.float64)
+    return {f"hr@{k}": hit, f"ndcg@{k}": hit / torch.log2(ranks + 2.0)}
+
+
+def _rank_sums(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
     out: dict[str, float] = {}
-    gain = 1.0 / torch.log2(ranks + 2.0)
     for k in ks:
-        hit = ranks < k
-        out[f"hr@{k}"] = hit.sum().item()
-        out[f"ndcg@{k}"] = (gain * hit).sum().item()
-        out[f"precision@{k}"] = hit.sum().item() / k
-    out["mrr"] = (1.0 / (ranks + 1.0)).sum().item()
+        per_user = _per_user(ranks, k)
+        out[f"hr@{k}"] = per_user[f"hr@{k}"].sum().item()
+        out[f"ndcg@{k}"] = per_user[f"ndcg@{k}"].sum().item()
+        out[f"precision@{k}"] = out[f"hr@{k}"] / k
+    out["mrr"] = (1.0 / (ranks.to(torch.float64) + 1.0)).sum().item()
     return out
 
 
@@ -96,17 +101,16 @@ def paired_bootstrap(
     Raises:
         ValueError: the arrays differ in length or are empty.
     """
-    a = np.asarray(ranks_a, dtype=np.float64)
-    b = np.asarray(ranks_b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError(f"paired_bootstrap needs two equally long, non-empty rank arrays; got {a.shape}, {b.shape}")
-    per_user = {
-        f"ndcg@{k}": lambda r: np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0),
-        f"hr@{k}": lambda r: (r < k).astype(np.float64),
-    }
+    a = torch.as_tensor(np.asarray(ranks_a), dtype=torch.int64)
+    b = torch.as_tensor(np.asarray(ranks_b), dtype=torch.int64)
+    if a.shape != b.shape or a.dim() != 1 or not len(a):
+        raise ValueError(
+            f"paired_bootstrap needs two equally long, non-empty rank arrays; got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    per_a, per_b = _per_user(a, k), _per_user(b, k)
     rng = np.random.default_rng(seed)
-    diffs = {name: fn(b) - fn(a) for name, fn in per_user.items()}  # [users] each
-    means = {name: [] for name in per_user}
+    diffs = {name: (per_b[name] - per_a[name]).numpy() for name in (f"ndcg@{k}", f"hr@{k}")}  # [users] each
+    means = {name: [] for name in diffs}
     for start in range(0, num_samples, 100):  # 100 resamples at a time bounds the memory
         idx = rng.integers(0, len(a), size=(min(100, num_samples - start), len(a)))
         for name, d in diffs.items():

@@ -208,11 +208,13 @@ def save_checkpoint(acc, item_lm, optimizer, scheduler, state: dict, run_dir: Pa
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        weights = get_peft_model_state_dict(item_lm.lm, save_embedding_layers=False)
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "adapter.safetensors"))
+
+        def save(tensors: dict, name: str) -> None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name))
+
+        save(get_peft_model_state_dict(item_lm.lm, save_embedding_layers=False), "adapter.safetensors")
         if item_lm.item_delta is not None:
-            delta = {k: v.detach().cpu().contiguous() for k, v in item_lm.item_delta.state_dict().items()}
-            save_file(delta, str(tmp / "item_delta.safetensors"))
+            save(item_lm.item_delta.state_dict(), "item_delta.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         atomic_write_json(tmp / "state.json", state)

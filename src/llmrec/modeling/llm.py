@@ -218,17 +218,16 @@ class ItemLM(nn.Module):
 
     def hide_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, L] bool: the item tokens to hide in this training forward pass (each with ``item_mask_prob``)."""
-        is_item = (input_ids >= self.vocab.first_id) & (input_ids < self.vocab.end_id)
-        return is_item & (torch.rand(input_ids.shape, device=input_ids.device) < self.item_mask_prob)
+        draw = torch.rand(input_ids.shape, device=input_ids.device)
+        return self.vocab.is_item(input_ids) & (draw < self.item_mask_prob)
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
         embedding = self._base[0].get_input_embeddings()
         embeds = embedding(input_ids)
         if self.item_delta is not None:
-            is_item = (input_ids >= self.vocab.first_id) & (input_ids < self.vocab.end_id)
             idx = (input_ids - self.vocab.first_id).clamp(0, self.vocab.num_items - 1)
-            embeds = embeds + self.item_delta(idx).to(embeds.dtype) * is_item.unsqueeze(-1)
+            embeds = embeds + self.item_delta(idx).to(embeds.dtype) * self.vocab.is_item(input_ids).unsqueeze(-1)
         embeds = self.embed_dropout(embeds)
         if self.training and self.item_mask_prob > 0:
             hide = self.hide_mask(input_ids)
