@@ -120,3 +120,23 @@ def test_length_bucketed_batches_cover_every_index_once():
     batches = length_bucketed_batches(lengths, 32, torch.Generator().manual_seed(0), chunk_batches=4)
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(1000)) and max(len(b) for b in batches) == 32
+
+
+def test_cf_init_adds_cooccurrence_factors_to_the_item_rows(toy_dir, tmp_path):
+    from llmrec.baselines_train import add_cf_init, build_model
+    from llmrec.data import load_prepared
+    from llmrec.modeling.cf_init import cf_rows, cooccurrence_factors
+
+    data = load_prepared(toy_dir)
+    cfg = _cfg(toy_dir, tmp_path / "cf", item_cf_dim=8, item_cf_scale=2.0, epochs=3, patience=3)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.num_items)
+    before = model.item_emb.weight.detach().clone()
+    add_cf_init(model, cfg, data.train_sequences())
+    after = model.item_emb.weight.detach()
+    f = cooccurrence_factors(data.train_sequences(), data.num_items, 8, 3)
+    torch.testing.assert_close(after[:NUM_ITEMS], before[:NUM_ITEMS] + cf_rows(f, before[:NUM_ITEMS], 2.0, cfg.seed))
+    torch.testing.assert_close(after[NUM_ITEMS:], before[NUM_ITEMS:])  # padding row untouched
+    assert train_baseline(cfg, log=_quiet)["valid_best"]["hr@10"] > 0.5  # trains from it
+    with pytest.raises(ConfigError, match="item_cf_dim"):
+        BaselineConfig(data="d", out="o", hidden_size=32, item_cf_dim=33)

@@ -38,6 +38,15 @@ class BaselineConfig:
     loss: str = field(
         default="ce", metadata={"help": "'ce': full softmax over all items; 'bce': one sampled negative (weak)."}
     )
+    item_cf_dim: int = field(
+        default=0,
+        metadata={
+            "help": "0: off. k > 0 (<= hidden_size): add k co-occurrence factors of the training sequences to the "
+            "initial item embeddings, as the LLM's --item_cf_dim (GRU4Rec, SASRec, BERT4Rec)."
+        },
+    )
+    item_cf_scale: float = field(default=1.0, metadata={"help": "Norm of the added part relative to the init rows."})
+    item_cf_window: int = field(default=3, metadata={"help": "Co-occurrence window (positions apart)."})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     batch_size: int = field(default=256, metadata={"help": "Training sequences per step."})
@@ -88,6 +97,11 @@ class BaselineConfig:
             raise ConfigError(
                 f"metric: expected one of {METRIC_NAMES} with @K for K in ks={self.ks}, got {self.metric!r}"
             )
+        if not 0 <= self.item_cf_dim <= self.hidden_size or self.item_cf_window < 1 or self.item_cf_scale < 0:
+            raise ConfigError(
+                f"item_cf_dim/item_cf_window/item_cf_scale: need 0 <= item_cf_dim <= hidden_size ({self.hidden_size}), "
+                f"window >= 1, scale >= 0; got {self.item_cf_dim}, {self.item_cf_window}, {self.item_cf_scale}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device: must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.resume and self.overwrite:
@@ -108,6 +122,20 @@ def build_model(cfg: BaselineConfig, num_items: int):
         mask_prob=cfg.mask_prob,
     )
     return MODELS[cfg.model](args)
+
+
+def add_cf_init(model, cfg: BaselineConfig, train_sequences) -> None:
+    """With ``cfg.item_cf_dim``: add co-occurrence factors to the first ``num_items`` rows of ``model.item_emb``."""
+    if not cfg.item_cf_dim or not hasattr(model, "item_emb"):
+        return
+    import torch
+
+    from llmrec.modeling.cf_init import cf_rows, cooccurrence_factors
+
+    factors = cooccurrence_factors(train_sequences, model.num_items, cfg.item_cf_dim, cfg.item_cf_window)
+    with torch.no_grad():
+        rows = model.item_emb.weight[: model.num_items]
+        rows += cf_rows(factors, rows, cfg.item_cf_scale, cfg.seed).to(rows.device)
 
 
 def load_baseline_run(run_dir: str | os.PathLike, device: str = "cpu"):
@@ -205,6 +233,7 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
     device = _resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.num_items).to(device)
+    add_cf_init(model, cfg, data.train_sequences())
 
     def run_eval(split: str) -> dict:
         return evaluate(

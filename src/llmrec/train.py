@@ -42,6 +42,19 @@ class TrainConfig:
     max_history: int = field(default=20, metadata={"help": "History items kept in a prompt (most recent)."})
     max_prompt_tokens: int | None = field(default=None, metadata={"help": "Drop oldest items beyond this length."})
     item_init: str = field(default="title", metadata={"help": "Item embedding init: title or random."})
+    item_cf_dim: int = field(
+        default=0,
+        metadata={
+            "help": "0: off. k > 0: add k spectral factors of the training co-occurrence graph to the initial item "
+            "rows (random orthonormal map into the hidden size; docs/llm.md)."
+        },
+    )
+    item_cf_scale: float = field(
+        default=1.0, metadata={"help": "Mean norm of the added co-occurrence part, relative to the initial rows."}
+    )
+    item_cf_window: int = field(
+        default=3, metadata={"help": "Co-occurrence: items at most this many positions apart."}
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
@@ -155,6 +168,11 @@ class TrainConfig:
             raise ValueError("epochs must be > 0 (or set max_steps)")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        if self.item_cf_dim < 0 or self.item_cf_window < 1 or self.item_cf_scale < 0:
+            raise ValueError(
+                f"item_cf_dim must be >= 0, item_cf_window >= 1 and item_cf_scale >= 0; got {self.item_cf_dim}, "
+                f"{self.item_cf_window}, {self.item_cf_scale}"
+            )
         if self.item_init_decay < 0:
             raise ValueError(f"item_init_decay must be >= 0, got {self.item_init_decay}")
         if self.item_delta_rank < 0:
