@@ -37,8 +37,7 @@ def main() -> None:
         query = torch.stack([factors[torch.as_tensor(list(h)[-args.last :])].mean(0) for h in histories])
         return query @ factors.T
 
-    result = evaluate(score, data, args.split, mask_history=True, batch_size=1024)
-    m = result.get("metrics", result)
+    m = evaluate(score, data, args.split, mask_history=True, batch_size=1024)["metrics"]
     print(" ".join(f"{k} {m[k]:.4f}" for k in ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr")))
 
 

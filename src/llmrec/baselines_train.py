@@ -128,14 +128,10 @@ def add_cf_init(model, cfg: BaselineConfig, train_sequences) -> None:
     """With ``cfg.item_cf_dim``: add co-occurrence factors to the first ``num_items`` rows of ``model.item_emb``."""
     if not cfg.item_cf_dim or not hasattr(model, "item_emb"):
         return
-    import torch
-
-    from llmrec.modeling.cf_init import cf_rows, cooccurrence_factors
+    from llmrec.modeling.cf_init import add_cf_rows, cooccurrence_factors
 
     factors = cooccurrence_factors(train_sequences, model.num_items, cfg.item_cf_dim, cfg.item_cf_window)
-    with torch.no_grad():
-        rows = model.item_emb.weight[: model.num_items]
-        rows += cf_rows(factors, rows, cfg.item_cf_scale, cfg.seed).to(rows.device)
+    add_cf_rows([model.item_emb.weight.data[: model.num_items]], factors, cfg.item_cf_scale, cfg.seed)
 
 
 def load_baseline_run(run_dir: str | os.PathLike, device: str = "cpu"):

@@ -163,13 +163,16 @@ def build_model(cfg: TrainConfig, data: PreparedData):
     resize_for_items(lm, vocab)
     init_item_embeddings(lm, tokenizer, vocab, data.catalog.titles, init=cfg.item_init, seed=cfg.seed)
     if cfg.item_cf_dim:
-        from llmrec.modeling.cf_init import add_cf_rows
+        from llmrec.modeling.cf_init import add_cf_rows, cooccurrence_factors
+        from llmrec.modeling.item_tokens import item_row_weights
 
         if cfg.item_cf_dim > lm.get_input_embeddings().weight.shape[1]:
             raise ValueError(f"item_cf_dim {cfg.item_cf_dim} exceeds the model's hidden size")
-        add_cf_rows(
-            lm, vocab, data.train_sequences(), cfg.item_cf_dim, cfg.item_cf_scale, cfg.item_cf_window, cfg.seed
+        factors = cooccurrence_factors(
+            data.train_sequences(), data.num_items, cfg.item_cf_dim, cfg.item_cf_window, cfg.seed
         )
+        rows = [w.data[vocab.first_id : vocab.end_id] for w in item_row_weights(lm)]
+        add_cf_rows(rows, factors, cfg.item_cf_scale, cfg.seed)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm = apply_lora(lm, vocab, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_mlp=cfg.lora_mlp)

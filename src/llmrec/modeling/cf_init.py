@@ -81,20 +81,7 @@ def cf_rows(factors: torch.Tensor, rows: torch.Tensor, scale: float, seed: int =
 
 
 @torch.no_grad()
-def add_cf_rows(
-    model, vocab, sequences: Sequence[Sequence[int]], dim: int, scale: float, window: int = 3, seed: int = 0
-) -> torch.Tensor:
-    """Add ``cf_rows`` to the item rows of ``model``'s input embeddings (and of an untied output layer).
-
-    ``vocab`` is the ``ItemVocab`` of the item tokens; ``sequences`` the training sequences. Returns the factors.
-    """
-    factors = cooccurrence_factors(sequences, vocab.num_items, dim, window, seed)
-    inp = model.get_input_embeddings().weight
-    weights = [inp]
-    out = model.get_output_embeddings()
-    if out is not None and out.weight.data_ptr() != inp.data_ptr():
-        weights.append(out.weight)
-    for w in weights:
-        rows = w.data[vocab.first_id : vocab.end_id]
-        rows += cf_rows(factors, rows, scale, seed).to(device=w.device, dtype=w.dtype)
-    return factors
+def add_cf_rows(row_sets: Sequence[torch.Tensor], factors: torch.Tensor, scale: float, seed: int = 0) -> None:
+    """Add ``cf_rows(factors, rows, scale, seed)`` in place to each ``rows`` [N, D] in ``row_sets`` (weight views)."""
+    for rows in row_sets:
+        rows += cf_rows(factors, rows, scale, seed).to(device=rows.device, dtype=rows.dtype)

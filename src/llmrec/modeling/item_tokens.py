@@ -146,13 +146,17 @@ def init_item_embeddings(
         rows = torch.where(has.unsqueeze(1), means, centre + noise.to(weight.device))
         weight[vocab.first_id : vocab.end_id] = rows.to(weight.dtype)
 
-    inp = model.get_input_embeddings().weight
-    fill(inp.data)
-    out = model.get_output_embeddings()
-    if out is not None and out.weight.data_ptr() != inp.data_ptr():
-        fill(out.weight.data)
+    for weight in item_row_weights(model):
+        fill(weight.data)
     n_titled = sum(1 for t in token_lists if t)
     return {"titled": n_titled, "fallback": vocab.num_items - n_titled}
+
+
+def item_row_weights(model) -> list[torch.Tensor]:
+    """The weights that hold item rows: the input embeddings, plus the output layer's when it is not tied to them."""
+    inp = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    return [inp] if out is None or out.weight.data_ptr() == inp.data_ptr() else [inp, out.weight]
 
 
 def is_tied(model) -> bool:
