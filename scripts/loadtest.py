@@ -6,7 +6,8 @@ the run was trained on (raw item ids), so the requests look like production traf
 
     python scripts/loadtest.py --url http://127.0.0.1:8000 --data prepared/beauty --requests 2000 --concurrency 16
 
-Prints a table and one JSON line: p50/p95/p99 latency (ms, client side), throughput (req/s), error count.
+Prints a table and one JSON line: p50/p95/p99 latency (ms, client side), throughput (req/s), error count and
+counts by status (503: the server's queue was full; 504: a request timed out).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import random
 import statistics
 import time
+from collections import Counter
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -41,6 +43,7 @@ async def run(args) -> dict:
         payloads.append({"history": [data.catalog.raw_ids[i] for i in h], "k": args.k, "exclude_seen": True})
     latencies: list[float] = []
     errors = 0
+    statuses: Counter = Counter()  # 503: the server's queue was full (--max_queue); 504: --request_timeout_s
     queue: asyncio.Queue = asyncio.Queue()
     for p in payloads:
         queue.put_nowait(p)
@@ -60,8 +63,10 @@ async def run(args) -> dict:
                 try:
                     r = await client.post("/recommend", json=p)
                     ok = r.status_code == 200 and len(r.json()["items"]) == args.k
+                    statuses[str(r.status_code)] += 1
                 except httpx.HTTPError:
                     ok = False
+                    statuses["transport_error"] += 1
                 latencies.append((time.perf_counter() - t0) * 1000)
                 errors += 0 if ok else 1
 
@@ -80,6 +85,7 @@ async def run(args) -> dict:
         "mean_ms": round(statistics.fmean(latencies), 2),
         "throughput_rps": round(args.requests / wall, 1),
         "errors": errors,
+        "by_status": dict(sorted(statuses.items())),
         "wall_s": round(wall, 2),
         "server_mean_batch_size": server.get("mean_batch_size"),
     }

@@ -4,9 +4,10 @@ import random
 import pytest
 import torch
 
-from llmrec.baselines_train import BaselineConfig, load_baseline_run, train_baseline
+from llmrec.baselines.config import BaselineConfig
+from llmrec.baselines.train import load_baseline_run, train_baseline
 from llmrec.config import ConfigError, parse_config
-from llmrec.data import Catalog, PreparedData, save_prepared
+from llmrec.data import Catalog, PreparedData, load_prepared, save_prepared
 
 NUM_ITEMS = 30
 
@@ -28,7 +29,7 @@ def toy_dir(tmp_path_factory):
 
 def _cfg(toy_dir, out, **kw) -> BaselineConfig:
     base = dict(
-        data=toy_dir, out=str(out), max_len=12, hidden_size=32, num_layers=1, num_heads=1, dropout=0.1,
+        data=toy_dir, output_dir=str(out), max_len=12, hidden_size=32, num_layers=1, num_heads=1, dropout=0.1,
         lr=5e-3, batch_size=32, epochs=15, patience=15, ks=[1, 10], metric="hr@1", num_threads=1,
     )  # fmt: skip
     base.update(kw)
@@ -54,18 +55,19 @@ def test_bert4rec_learns_something(toy_dir, tmp_path):
 
 def test_pop_ranks_by_training_counts(toy_dir, tmp_path):
     result = train_baseline(_cfg(toy_dir, tmp_path / "pop", model="pop"), log=_quiet)
-    model, data, _ = load_baseline_run(tmp_path / "pop")
-    counts = torch.as_tensor(data.item_popularity(), dtype=torch.float32)
-    assert torch.equal(model.score([[0]])[0], counts)
-    assert result["epochs_run"] == 0 and 0 < result["test"]["metrics"]["hr@10"] < 1
+    rec = load_baseline_run(tmp_path / "pop")
+    counts = torch.as_tensor(load_prepared(toy_dir).item_popularity(), dtype=torch.float32)
+    assert torch.equal(rec.score([[0]])[0], counts)
+    assert result["train"]["epochs_run"] == 0 and 0 < result["test"]["metrics"]["hr@10"] < 1
+    assert result["valid"]["num_users"] == result["test"]["num_users"] == load_prepared(toy_dir).num_users
 
 
 def test_resume_matches_uninterrupted_training(toy_dir, tmp_path):
     full = train_baseline(_cfg(toy_dir, tmp_path / "full", epochs=4), log=_quiet)
     train_baseline(_cfg(toy_dir, tmp_path / "split", epochs=2), log=_quiet)
     resumed = train_baseline(_cfg(toy_dir, tmp_path / "split", epochs=4, resume=True), log=_quiet)
-    assert resumed["epochs_run"] == 4
-    assert [h["loss"] for h in resumed["valid_history"]] == pytest.approx([h["loss"] for h in full["valid_history"]])
+    assert resumed["train"]["epochs_run"] == 4
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in full["history"]])
     assert resumed["test"]["metrics"] == pytest.approx(full["test"]["metrics"])
 
 
@@ -80,8 +82,15 @@ def test_saved_run_scores_like_the_trained_model(toy_dir, tmp_path):
 
 def test_existing_run_needs_resume_or_overwrite(toy_dir, tmp_path):
     train_baseline(_cfg(toy_dir, tmp_path / "r", model="pop"), log=_quiet)
-    with pytest.raises(ConfigError, match="out"):
-        train_baseline(_cfg(toy_dir, tmp_path / "r", model="pop"), log=_quiet)
+    train_baseline(_cfg(toy_dir, tmp_path / "r", model="pop"), log=_quiet)  # no checkpoint: a rerun restarts it
+    train_baseline(_cfg(toy_dir, tmp_path / "s", epochs=1), log=_quiet)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_baseline(_cfg(toy_dir, tmp_path / "s", epochs=1), log=_quiet)
+    (tmp_path / "s" / "feedback.sqlite").write_text("kept")
+    train_baseline(_cfg(toy_dir, tmp_path / "s", epochs=1, overwrite=True), log=_quiet)
+    assert (tmp_path / "s" / "feedback.sqlite").read_text() == "kept"  # --overwrite removes only its own files
+    with pytest.raises(ConfigError, match="resume"):
+        train_baseline(_cfg(toy_dir, tmp_path / "empty", model="pop", resume=True), log=_quiet)
 
 
 @pytest.mark.parametrize(
@@ -96,16 +105,16 @@ def test_existing_run_needs_resume_or_overwrite(toy_dir, tmp_path):
     ],
 )
 def test_config_errors_name_the_field(kw, field_name):
-    base = {"data": "d", "out": "o", **kw}
+    base = {"data": "d", "output_dir": "o", **kw}
     with pytest.raises(ConfigError, match=field_name):
         BaselineConfig(**base)
 
 
 def test_positional_model_and_yaml(tmp_path):
-    from llmrec.commands.baseline import _model_positional
+    from llmrec.commands.baseline import model_positional
 
     (tmp_path / "c.yaml").write_text("model: gru4rec\ndropout: 0.3\n")
-    argv = _model_positional(["bert4rec", "--config", str(tmp_path / "c.yaml"), "--data", "d", "--out", "o"])
+    argv = model_positional(["bert4rec", "--config", str(tmp_path / "c.yaml"), "--data", "d", "--out", "o"])
     cfg = parse_config(BaselineConfig, argv)
     assert cfg.model == "bert4rec" and cfg.dropout == 0.3  # command line wins over YAML
     (tmp_path / "bad.yaml").write_text("dropuot: 0.3\n")
@@ -114,18 +123,21 @@ def test_positional_model_and_yaml(tmp_path):
 
 
 def test_length_bucketed_batches_cover_every_index_once():
-    from llmrec.baselines_train import length_bucketed_batches
+    from llmrec.batching import length_bucketed_batches
 
     lengths = [random.Random(1).randint(2, 50) for _ in range(1000)]
-    batches = length_bucketed_batches(lengths, 32, torch.Generator().manual_seed(0), chunk_batches=4)
+    gen = torch.Generator().manual_seed(0)
+    batches = length_bucketed_batches(
+        lengths, 32, lambda n: torch.randperm(n, generator=gen).tolist(), chunk_batches=4
+    )
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(1000)) and max(len(b) for b in batches) == 32
 
 
 def test_cf_init_adds_cooccurrence_factors_to_the_item_rows(toy_dir, tmp_path):
-    from llmrec.baselines_train import add_cf_init, build_model
+    from llmrec.baselines.train import add_cf_init, build_model
     from llmrec.data import load_prepared
-    from llmrec.modeling.cf_init import cf_rows, cooccurrence_factors
+    from llmrec.items.cooccurrence import cf_rows, cooccurrence_factors
 
     data = load_prepared(toy_dir)
     cfg = _cfg(toy_dir, tmp_path / "cf", item_cf_dim=8, item_cf_scale=2.0, epochs=3, patience=3)
@@ -137,6 +149,6 @@ def test_cf_init_adds_cooccurrence_factors_to_the_item_rows(toy_dir, tmp_path):
     f = cooccurrence_factors(data.train_sequences(), data.num_items, 8, 3)
     torch.testing.assert_close(after[:NUM_ITEMS], before[:NUM_ITEMS] + cf_rows(f, before[:NUM_ITEMS], 2.0, cfg.seed))
     torch.testing.assert_close(after[NUM_ITEMS:], before[NUM_ITEMS:])  # padding row untouched
-    assert train_baseline(cfg, log=_quiet)["valid_best"]["hr@10"] > 0.5  # trains from it
+    assert train_baseline(cfg, log=_quiet)["valid"]["metrics"]["hr@10"] > 0.5  # trains from it
     with pytest.raises(ConfigError, match="item_cf_dim"):
-        BaselineConfig(data="d", out="o", hidden_size=32, item_cf_dim=33)
+        BaselineConfig(data="d", output_dir="o", hidden_size=32, item_cf_dim=33)

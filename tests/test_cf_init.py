@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from llmrec.config import ConfigError, parse_config
-from llmrec.modeling.cf_init import cf_rows, cooccurrence_factors, cooccurrence_matrix
-from llmrec.train import TrainConfig
+from llmrec.items.cooccurrence import cf_rows, cooccurrence_factors, cooccurrence_matrix
+from llmrec.llm.config import TrainConfig
 from test_llm_helpers import make_tiny_model_dir, make_toy_data
 
 
@@ -62,23 +62,39 @@ def test_cf_rows_scale_to_a_share_of_the_row_norm():
 
 def test_build_model_adds_the_cf_part_to_the_title_rows(tmp_path):
     from llmrec.data.dataset import load_prepared
-    from llmrec.training import build_model
+    from llmrec.items.init import add_cooccurrence_rows
+    from llmrec.llm.build import build_model
 
     model, data_dir = make_tiny_model_dir(tmp_path / "model"), make_toy_data(tmp_path / "data")
     data = load_prepared(data_dir)
 
     def rows(**kw):
-        argv = ["--data", str(data_dir), "--model", str(model), "--output_dir", str(tmp_path / "run")]
+        argv = [
+            "--data",
+            str(data_dir),
+            "--model",
+            str(model),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--num_layers",
+            "2",
+        ]
         for k, v in kw.items():
             argv += [f"--{k}", str(v)]
-        return build_model(parse_config(TrainConfig, argv), data)[0].item_weights().detach()
+        return build_model(parse_config(TrainConfig, argv), data).item_lm.item_weights().detach()
 
-    title = rows()
+    title = rows(item_cf_dim=0)
     mixed = rows(item_cf_dim=4, item_cf_scale=0.5)
     f = cooccurrence_factors(data.train_sequences(), data.num_items, 4, 3, 0)
     torch.testing.assert_close(mixed, title + cf_rows(f, title, 0.5, 0))
     assert not torch.allclose(mixed, title)
+    # more factors than the catalog has: lowered to num_items - 1 (the default, 512, on a 12-item toy catalog)
+    torch.testing.assert_close(rows(item_cf_dim=10_000), rows(item_cf_dim=data.num_items - 1))
+    built = build_model(parse_config(TrainConfig, ["--data", str(data_dir), "--model", str(model), "--output_dir",
+                                                   str(tmp_path / "r"), "--num_layers", "2"]), data)  # fmt: skip
+    assert built.item_cf_dim == data.num_items - 1
+    lm = built.item_lm.lm.get_base_model()
     with pytest.raises(ValueError, match="hidden size"):
-        rows(item_cf_dim=10_000)
+        add_cooccurrence_rows(lm, built.item_lm.vocab, data.train_sequences(), 10_000, 1.0, 3, 0)
     with pytest.raises(ConfigError, match="item_cf_dim"):
         rows(item_cf_dim=-1)

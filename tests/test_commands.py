@@ -24,21 +24,26 @@ def runs(tmp_path_factory):
         {"dataset": "toy"},
     )
     save_prepared(data, root / "data")
-    save_prepared(data, root / "data2")
-    for name, d in (("pop", "data"), ("pop2", "data2")):
-        assert cli_main(["baseline", "pop", "--data", str(root / d), "--out", str(root / name)]) == 0
+    save_prepared(data, root / "same")  # the same content at another path
+    other = PreparedData(data.catalog, data.users[:-1], data.sequences[:-1], {}, {"dataset": "toy"})
+    save_prepared(other, root / "data2")  # one user fewer: another data set
+    for name, d in (("pop", "data"), ("pop_same", "same"), ("pop2", "data2")):
+        assert cli_main(["baseline", "pop", "--data", str(root / d), "--output_dir", str(root / name)]) == 0
     return root
 
 
 def test_recommend_history_ids_and_titles_json(runs, capsys):
     capsys.readouterr()
-    assert cli_main(["recommend", "--run", str(runs / "pop"), "--history", "i1, Title 2", "-k", "3", "--json"]) == 0
+    assert cli_main(["recommend", "--run", str(runs / "pop"), "--history", "i1", "Title 2", "-k", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip())
     assert out["history"] == ["i1", "i2"]
     ids = [it["id"] for it in out["items"]]
     assert len(ids) == 3 and not {"i1", "i2"} & set(ids)
     scores = [it["score"] for it in out["items"]]
     assert scores == sorted(scores, reverse=True)
+    for argv in (["--history", "i1,i2"], ["--history_json", '["i1", "Title 2"]']):  # comma list / JSON list
+        assert cli_main(["recommend", "--run", str(runs / "pop"), *argv, "-k", "3", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out.strip())["history"] == ["i1", "i2"]
 
 
 def test_recommend_jsonl_and_errors(runs, tmp_path, capsys):
@@ -57,15 +62,18 @@ def test_recommend_jsonl_and_errors(runs, tmp_path, capsys):
 
 def test_compare_writes_table_json_png_and_refuses_mixed_data(runs, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert cli_main(["compare", str(runs / "pop"), "--out", str(out)]) == 0
+    assert cli_main(["compare", str(runs / "pop"), str(runs / "pop_same"), "--output_dir", str(out)]) == 0
     md = (out / "compare.md").read_text()
-    assert "| pop |" in md and "ndcg@10" in md
+    assert "| pop |" in md and "ndcg@10" in md and "20 users evaluated" in md
     rows = json.loads((out / "compare.json").read_text())["runs"]
     metrics = json.loads((runs / "pop" / "metrics.json").read_text())["test"]["metrics"]
     assert rows[0]["metrics"]["ndcg@10"] == metrics["ndcg@10"]
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli_main(["compare", str(runs / "pop"), str(runs / "pop_same"), "--split", "valid", "--out", str(out)]) == 0
+    capsys.readouterr()
     assert cli_main(["compare", str(runs / "pop"), str(runs / "pop2"), "--out", str(out)]) == 2
-    assert "different prepared data sets" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different prepared data" in err and "pop2" in err
 
 
 def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
@@ -75,7 +83,8 @@ def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
 
     model, data_dir = make_tiny_model_dir(tmp_path / "model"), make_toy_data(tmp_path / "data")
     run = tmp_path / "run"
-    argv = ["train", "--data", str(data_dir), "--model", str(model), "--output_dir", str(run), "--max_steps", "3"]
+    argv = ["train", "--data", str(data_dir), "--model", str(model), "--output_dir", str(run), "--max_steps", "3",
+            "--num_layers", "2", "--item_cf_dim", "4"]  # fmt: skip
     assert (
         cli_main([*argv, "--batch_size", "8", "--test_users", "-1", "--progress", "false", "--eval_users", "0"]) == 0
     )
@@ -89,7 +98,7 @@ def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
                 "--run",
                 str(run),
                 "--history",
-                ",".join(hist),
+                *hist,
                 "-k",
                 "4",
                 "--json",
@@ -113,9 +122,9 @@ def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
     assert cli_main([*argv, "--batch_size", "8", "--test_users", "-1", "--progress", "false"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (run / "metrics.json").read_bytes() == before
-    # --overwrite starts over: the old run's files are gone, a fresh run is written
-    (run / "stale.txt").write_text("from the old run")
+    # --overwrite starts over: the old run's files are replaced; files llmrec did not write stay
+    (run / "notes.txt").write_text("the user's")
     short = ["--batch_size", "8", "--test_users", "-1", "--progress", "false", "--max_steps", "1"]
     assert cli_main([*argv, *short, "--overwrite", "true"]) == 0
-    assert not (run / "stale.txt").exists() and (run / "metrics.json").is_file()
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 1
+    assert (run / "notes.txt").read_text() == "the user's" and (run / "metrics.json").is_file()
+    assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 1

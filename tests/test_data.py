@@ -10,7 +10,7 @@ import pytest
 
 from llmrec.cli import main as cli_main
 from llmrec.config import ConfigError
-from llmrec.data import Catalog, DataError, PreparedData, load_prepared, readers, save_prepared
+from llmrec.data import Catalog, DataError, PreparedData, load_prepared, readers, save_prepared, tables
 from llmrec.data.processing import build_prepared, kcore
 from llmrec.data.registry import read_registered
 
@@ -98,13 +98,13 @@ def test_csv_and_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     csv_path = write(tmp_path / "log.csv", "uid,iid,ts,name\na,i1,3,One\na,i2,1,Two\na,i3,2,\n")
-    log = readers.read_table(csv_path, "uid", "iid", "ts", "name")
+    log = tables.read_table(csv_path, "uid", "iid", "ts", "name")
     data = build_prepared(log)
     assert [data.catalog.raw_ids[i] for i in data.sequences[0]] == ["i2", "i3", "i1"]
     assert data.catalog.titles == ["One", "Two", ""]
     pq_path = tmp_path / "log.parquet"
     pq.write_table(pa.table({"uid": ["a", "a", "a"], "iid": ["i1", "i2", "i3"], "ts": [3, 1, 2]}), pq_path)
-    data2 = build_prepared(readers.read_table(pq_path, "uid", "iid", "ts"))
+    data2 = build_prepared(tables.read_table(pq_path, "uid", "iid", "ts"))
     assert data2.sequences == data.sequences
 
 
@@ -162,10 +162,10 @@ def test_malformed_line_names_file_and_line(tmp_path, reader, name, content, exp
 def test_csv_missing_column_and_empty_field(tmp_path):
     path = write(tmp_path / "x.csv", "user_id,item\n1,2\n")
     with pytest.raises(DataError, match=r"x.csv:1: missing column\(s\) \['item_id', 'timestamp'\]"):
-        readers.read_table(path)
+        tables.read_table(path)
     path = write(tmp_path / "y.csv", "user_id,item_id,timestamp\n1,2,3\n,4,5\n")
     with pytest.raises(DataError, match=r"y.csv:3: empty"):
-        readers.read_table(path)
+        tables.read_table(path)
 
 
 def test_empty_after_filter_names_the_filter(tmp_path):
@@ -273,7 +273,7 @@ def test_catalog_resolution():
     assert cat.resolve("20") == 1
     assert cat.resolve("red lipstick ") == 0
     assert cat.search("CREAM") == [1]
-    with pytest.raises(KeyError, match="neither a raw item id nor an exact item title"):
+    with pytest.raises(KeyError, match="neither a raw item id, an alternate id nor an exact item title"):
         cat.resolve("green")
 
 
@@ -287,3 +287,14 @@ def test_prepare_cli_end_to_end(tmp_path, capsys):
     assert cli_main(["stats", str(out)]) == 0
     assert cli_main(["prepare", "ml-1m", "--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "x")]) == 2
     assert "ratings.dat" in capsys.readouterr().err
+
+
+def test_registered_layout_with_separate_titles_file(tmp_path):
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    write(folder / "ml-1m_seq_rawids.txt", "1 10 20 30\n2 20 30 10\n")
+    write(folder / "movies.dat", "10::Amélie (2001)::Comedy\n20::Heat (1995)::Action\n", "latin-1")
+    data = build_prepared(read_registered("ml-1m", tmp_path))
+    assert data.catalog.titles == ["Amélie (2001)", "Heat (1995)", ""]
+    assert data.stats["titles_file"] == str(folder / "movies.dat") and data.stats["titles_matched"] == 2
+    assert data.meta["encodings"][str(folder / "movies.dat")] == "latin-1"

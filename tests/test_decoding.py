@@ -8,10 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmrec.data.dataset import Catalog
-from llmrec.decoding import ItemConstraintLogitsProcessor, generate_items, mask_items, score_prompts, top_k
-from llmrec.modeling.item_tokens import ItemVocab, add_item_tokens, init_item_embeddings, resize_for_items
-from llmrec.modeling.llm import ItemLM, apply_lora
-from llmrec.modeling.lm import load_causal_lm
+from llmrec.decoding import ItemConstraintLogitsProcessor, generate_items
+from llmrec.inference import mask_items, top_k
+from llmrec.items.atomic import ItemVocab, add_item_tokens, resize_for_items
+from llmrec.items.init import init_item_embeddings
+from llmrec.llm.loading import load_causal_lm
+from llmrec.llm.lora import apply_lora
+from llmrec.llm.model import ItemLM
 from llmrec.prompts import PromptEncoder, load_template
 from test_llm_helpers import TITLES, make_tiny_model_dir
 
@@ -37,7 +40,7 @@ def test_fast_path_equals_beam_search(setup, template):
     histories = [[0, 1, 2], [5], [7, 3, 9, 11, 4]]
     for h in histories:
         prompt = enc.encode(h)
-        scores = mask_items(score_prompts(item_lm, [prompt], tok.pad_token_id), [h])
+        scores = mask_items(item_lm.score([prompt], tok.pad_token_id), [h])
         fast, _ = top_k(scores, 5)
         beams = generate_items(item_lm.lm, vocab, [prompt], tok.pad_token_id, k=5, exclude=[h])
         assert beams[0] == fast[0]
@@ -47,7 +50,7 @@ def test_fast_path_matches_lm_head_logits(setup):
     item_lm, tok, vocab = setup
     enc = PromptEncoder(load_template("titles"), tok, vocab, CATALOG)
     prompts = [enc.encode([0, 1]), enc.encode([4, 5, 6, 7])]  # different lengths: padding must not matter
-    fast = score_prompts(item_lm, prompts, tok.pad_token_id)
+    fast = item_lm.score(prompts, tok.pad_token_id)
     for i, p in enumerate(prompts):
         with torch.no_grad():
             logits = item_lm.lm(input_ids=torch.tensor([p])).logits[0, -1, vocab.first_id : vocab.end_id]

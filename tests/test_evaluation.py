@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from llmrec.data import Catalog, PreparedData
-from llmrec.evaluation import evaluate, mask_scores, metrics_from_ranks, metrics_from_scores, pessimistic_ranks
+from llmrec.evaluation import evaluate, metrics_from_ranks, metrics_from_scores, pessimistic_ranks
+from llmrec.inference import mask_items, rank, top_k
 
 
 def _data(sequences: list[list[int]], num_items: int) -> PreparedData:
@@ -41,10 +42,18 @@ def test_metrics_from_scores_coverage_and_popularity():
     assert m["avg_pop@2"] == pytest.approx(((10 + 4) / 2 + (2 + 4) / 2) / 2)
 
 
-def test_mask_scores_keeps_the_target():
+def test_mask_items_keeps_the_target():
     scores = torch.zeros(1, 5)
-    mask_scores(scores, [[1, 2, 3]], torch.tensor([2]), exclude=torch.tensor([4]))
+    mask_items(scores, [[1, 2, 3]], keep=torch.tensor([2]), everyone=torch.tensor([4]))
     assert scores[0].tolist() == [0.0, -math.inf, 0.0, -math.inf, -math.inf]
+
+
+def test_top_k_never_returns_masked_items_and_rank_excludes_history():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.1]])
+    items, values = top_k(mask_items(scores.clone(), [[1], [0, 1, 2]]), 3)
+    assert items == [[3, 2, 0], [3]] and values[1] == [pytest.approx(0.1)]
+    assert [i for i, _ in rank(scores, [[1], []], 2)[0]] == [3, 2]
+    assert [i for i, _ in rank(scores, [[1], []], 2, exclude_seen=False)[0]] == [1, 3]
 
 
 def _history_lover(num_items: int):

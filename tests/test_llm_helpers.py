@@ -1,7 +1,7 @@
 """Tiny offline LLM fixtures shared by the LLM tests (imported by them; holds no tests itself).
 
 A word-level tokenizer built with ``tokenizers`` and a 2-layer random Llama, saved with ``save_pretrained`` so
-that ``llmrec.modeling.lm.load_causal_lm(path)`` loads them like any local model. No hub access.
+that ``llmrec.llm.loading.load_causal_lm(path)`` loads them like any local model. No hub access.
 """
 
 from __future__ import annotations

@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmrec.modeling.item_tokens import (
-    add_item_tokens,
-    find_item_vocab,
-    init_item_embeddings,
-    item_token,
-    resize_for_items,
-)
-from llmrec.modeling.llm import ItemLM, apply_lora
-from llmrec.modeling.lm import ModelLoadError, load_causal_lm
+from llmrec.errors import ModelLoadError
+from llmrec.items.atomic import add_item_tokens, find_item_vocab, item_token, resize_for_items
+from llmrec.items.init import init_item_embeddings
+from llmrec.llm.loading import load_causal_lm
+from llmrec.llm.lora import apply_lora
+from llmrec.llm.model import ItemLM
 from test_llm_helpers import TITLES, make_tiny_model_dir
 
 
@@ -189,23 +186,6 @@ def test_item_mask_fill_is_checked(model_dirs):
     lm, tok, vocab = _with_items(model_dirs["tied"])
     with pytest.raises(ValueError, match="item_mask_fill"):
         ItemLM(lm, vocab, item_mask_fill="noise")
-
-
-def test_hidden_dropout_acts_only_while_training(model_dirs):
-    torch.manual_seed(0)
-    lm, tok, vocab = _with_items(model_dirs["tied"])
-    peft_lm = apply_lora(lm, vocab, r=4, alpha=8)
-    ids, mask, _ = _two_histories(vocab)
-    plain = ItemLM(peft_lm, vocab).eval()
-    with torch.no_grad():
-        before = plain.hidden_states(ids, mask)
-    dropped = ItemLM(peft_lm, vocab, hidden_dropout=0.5)
-    assert len(dropped._dropout_hooks) == 2 * lm.config.num_hidden_layers  # attention + MLP branch per layer
-    with torch.no_grad():
-        assert torch.equal(dropped.eval().hidden_states(ids, mask), before)  # inference is untouched
-        dropped.train()
-        a, b = dropped.hidden_states(ids, mask), dropped.hidden_states(ids, mask)
-    assert not torch.allclose(a, before) and not torch.allclose(a, b)  # random, and only while training
 
 
 def test_label_smoothing_spreads_over_item_tokens_only(model_dirs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmrec.data.dataset import Catalog
-from llmrec.modeling.item_tokens import add_item_tokens
+from llmrec.items.atomic import add_item_tokens
 from llmrec.prompts import PromptEncoder, PromptError, available_templates, load_template, parse_template
 from test_llm_helpers import TITLES, make_tokenizer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -19,8 +20,12 @@ import torch
 from fastapi.testclient import TestClient
 
 from llmrec.cli import main as cli_main
+from llmrec.commands.serve import check_exposure
 from llmrec.data import Catalog, PreparedData, save_prepared
-from llmrec.serving import EventLog, ServeLimits, create_app
+from llmrec.serving.app import ServeLimits, create_app
+from llmrec.serving.events import EventLog
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeRecommender:
@@ -40,7 +45,7 @@ class FakeRecommender:
 def client(tmp_path):
     rec = FakeRecommender()
     app = create_app(rec, EventLog(tmp_path / "ev.sqlite", salt="s"), ServeLimits(max_k=20, max_history=5))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         yield c
 
 
@@ -101,7 +106,7 @@ def test_feedback_validation_and_hashing(client, tmp_path):
 def test_concurrent_requests_are_batched(tmp_path):
     rec = FakeRecommender(delay=0.05)
     app = create_app(rec, None, ServeLimits(batch_window_ms=20))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         results = []
         threads = [
             threading.Thread(
@@ -143,14 +148,26 @@ def pop_run(tmp_path_factory):
     return root / "run"
 
 
-def _start_server(run: Path, port: int, log: Path) -> subprocess.Popen:
+def _start_server(run: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmrec.cli",
+        "serve",
+        "--run",
+        str(run),
+        "--port",
+        str(port),
+        "--event-log",
+        str(log),
+    ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmrec.cli", "serve", "--run", str(run), "--port", str(port), "--event-log", str(log)],
+        [*cmd, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "LLMREC_SALT": "test-salt"},
+        env={**os.environ, "LLMREC_SALT": "test-salt", "OMP_NUM_THREADS": "1"},
     )
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
@@ -160,7 +177,7 @@ def _start_server(run: Path, port: int, log: Path) -> subprocess.Popen:
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
-    raise AssertionError("server did not start within 60 s")
+    raise AssertionError("server did not start within 120 s")
 
 
 def test_real_server_and_feedback_survives_kill9(pop_run, tmp_path):
@@ -190,3 +207,88 @@ def test_real_server_and_feedback_survives_kill9(pop_run, tmp_path):
     out = tmp_path / "prep"
     assert cli_main(["prepare", "--format", "events", "--input", str(log), "--out", str(out)]) == 0
     assert json.loads((out / "stats.json").read_text())["interactions"] == 4
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc for the server's RSS")
+def test_probe_and_huge_bodies_against_a_real_server(pop_run, tmp_path):
+    """scripts/probe_serve.py finds no 5xx and no non-uniform 4xx; 20 MB bodies are refused in bounded memory."""
+    port, log = _free_port(), tmp_path / "events.sqlite"
+    proc = _start_server(pop_run, port, log, "--feedback_token", "probe-token")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        probe = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "probe_serve.py"), "--url", base, "--token", "probe-token"]
+            + ["--requests", "200", "--concurrency", "32"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
+        report = json.loads(probe.stdout.strip().splitlines()[-1])
+        assert report["ok"] and sum(report["by_status"].values()) == 200
+        assert not any(s.startswith("5") for s in report["by_status"])
+        before = _rss_mb(proc.pid)
+        huge = b" " * (20 << 20)
+
+        def chunks():
+            for _ in range(320):
+                yield b" " * (64 << 10)
+
+        for content in (huge, chunks()):
+            r = httpx.post(
+                f"{base}/recommend", content=content, headers={"content-type": "application/json"}, timeout=60
+            )
+            assert r.status_code == 413 and r.json()["field"] == "body", r.text
+        assert _rss_mb(proc.pid) - before < 50
+        assert httpx.get(f"{base}/health").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert sqlite3.connect(log).execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0  # no bad event stored
+
+
+# ---------------------------------------------------------------- `llmrec serve` failing fast, in one line
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    assert cli_main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "llmrec serve:" not in out  # no banner
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_serve_port_in_use_fails_before_loading_the_model(capsys, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        err = _one_line_error(capsys, ["serve", "--run", str(tmp_path / "no-such-run"), "--port", str(port)])
+    assert f"port {port} on 127.0.0.1 is in use; pass --port" in err
+
+
+@pytest.mark.parametrize("remove", ["model.safetensors", "catalog.parquet", "run.json", "*"])
+def test_serve_incomplete_run_dir_is_one_line(capsys, pop_run, tmp_path, remove):
+    broken = tmp_path / "broken"
+    shutil.copytree(pop_run, broken)
+    for path in broken.glob(remove):
+        path.unlink()
+    err = _one_line_error(capsys, ["serve", "--run", str(broken), "--port", str(_free_port())])
+    assert str(broken) in err
+
+
+def test_serve_refuses_a_public_host_without_token(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("LLMREC_FEEDBACK_TOKEN", raising=False)
+    err = _one_line_error(capsys, ["serve", "--run", str(tmp_path / "r"), "--host", "0.0.0.0"])
+    assert "--feedback_token" in err and "--insecure" in err
+    check_exposure("0.0.0.0", "a-token", insecure=False)
+    check_exposure("0.0.0.0", "", insecure=True)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        check_exposure(host, "", insecure=False)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
 import sys
+
+from llmrec.errors import UserError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -13,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llmrec.commands.baseline",
         "Train and evaluate a sequence baseline (pop, gru4rec, sasrec, bert4rec).",
     ),
-    "train": ("llmrec.train", "LoRA fine-tune a causal LM to generate the next item token."),
+    "train": ("llmrec.commands.train", "LoRA fine-tune a causal LM to generate the next item token."),
     "evaluate": ("llmrec.commands.evaluate", "Evaluate a run directory with the shared full-ranking evaluator."),
     "recommend": ("llmrec.commands.recommend", "Recommend the next items for a history."),
     "compare": ("llmrec.commands.compare", "Compare run directories: Markdown table, JSON and a PNG chart."),
@@ -22,13 +26,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: llmrec <command> [options]   (llmrec <command> --help for a command's options)", "", "commands:"]
+    lines = ["usage: llmrec <command> [options] [--debug]   (llmrec <command> --help for a command's options)", "",
+             "commands:"]  # fmt: skip
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # --debug (anywhere) or LLMREC_DEBUG=1: a user error keeps its traceback
+    debug = "--debug" in argv or os.environ.get("LLMREC_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -39,17 +47,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"llmrec: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        print(f"llmrec: error: unknown command {name!r}; {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    from llmrec.config import ConfigError
-    from llmrec.data import DataError
-
     try:
+        module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)
-    except (ConfigError, DataError) as e:
-        print(f"llmrec {name}: error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        if debug:
+            raise
+        print(f"llmrec {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"llmrec {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (an OSError from the system as 'what: path')."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

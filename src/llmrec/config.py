@@ -2,25 +2,30 @@
 
 Protocol:
     ``parse_config(MyConfig, argv)`` accepts ``--config file.yaml`` whose top-level keys must be field names of
-    ``MyConfig`` (unknown keys raise ``ConfigError`` naming the file and the key); values from YAML become the
-    parser defaults, so any ``--field value`` on the command line wins. Dataclass ``__post_init__`` validation
-    runs on the final, merged values.
+    ``MyConfig`` (unknown keys raise ``ConfigError`` naming the file and the key). Each YAML value is checked
+    against its field's type (``check_yaml_values``: the message names the file, the key and the expected type),
+    then becomes a parser default, so any ``--field value`` on the command line wins. Dataclass ``__post_init__``
+    validation runs on the final, merged values. Every failure, a bad command-line option included, is a one-line
+    ``ConfigError`` (never argparse's usage dump and exit), which ``llmrec`` prints and exits with code 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import difflib
+import functools
 import os
-import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from llmrec.errors import ConfigError
+from llmrec.files import atomic_write_text
+
+__all__ = ["ConfigError", "check_yaml_values", "load_yaml", "make_parser", "parse_config", "save_config"]
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or option is invalid; the message names the file/field and what was expected."""
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -39,11 +44,154 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def make_parser(config_cls: type, prog: str | None = None, description: str | None = None):
-    """An ``HfArgumentParser`` for ``config_cls`` plus a ``--config`` YAML option."""
+# ---- YAML values against the dataclass field types ----------------------------------------------------------------
+
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+
+
+def _optional_inner(tp) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None`` / ``Optional[X]``, else ``(tp, False)``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(args) < len(typing.get_args(tp)):
+            return args[0], True
+    return tp, False
+
+
+def _describe(tp) -> str:
+    inner, optional = _optional_inner(tp)
+    if typing.get_origin(inner) is list:
+        (elem,) = typing.get_args(inner) or (Any,)
+        text = f"a list of {_PLURALS.get(elem, 'values')}"
+    else:
+        text = _TYPE_NAMES.get(inner, getattr(inner, "__name__", str(inner)))
+    return f"{text} or null" if optional else text
+
+
+def _yaml_kind(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce_scalar(value, tp):
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string: accept what float() reads
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # a type this checker does not know: leave it to the parser and __post_init__
+        return value
+    raise _Mismatch
+
+
+def _coerce(value, tp):
+    inner, optional = _optional_inner(tp)
+    if value is None:
+        if optional:
+            return None
+        raise _Mismatch
+    if typing.get_origin(inner) is list:
+        (elem,) = typing.get_args(inner) or (Any,)
+        if not isinstance(value, list) or any(v is None for v in value):
+            raise _Mismatch
+        return [_coerce_scalar(v, elem) for v in value]
+    return _coerce_scalar(value, inner)
+
+
+def check_yaml_values(config_cls: type, values: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """``values`` read from the YAML file ``path``, checked against the field types of ``config_cls``.
+
+    Accepted: ``int``, ``float`` (an integer too), ``bool``, ``str``, ``X | None`` (``null``), ``list[X]``; a
+    boolean is never an integer or a number. Returns the values with integers for float fields made floats.
+
+    Raises:
+        ConfigError: an unknown key, or a value of the wrong type; the message names the file, the key and the
+            expected type.
+    """
+    hints = typing.get_type_hints(config_cls)
+    names = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(values) - names, key=str)
+    if unknown:
+        close = {k: difflib.get_close_matches(str(k), names, n=1) for k in unknown}
+        suggestions = "".join(f" ({k!r}: did you mean {c[0]!r}?)" for k, c in close.items() if c)
+        raise ConfigError(
+            f"{path}: unknown key(s) {unknown}{suggestions}; valid keys are the fields of {config_cls.__name__}: "
+            f"{sorted(names)}"
+        )
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = _coerce(value, hints[key])
+        except _Mismatch:
+            shown = (
+                "" if value is None else " " + (repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "...")
+            )
+            raise ConfigError(
+                f"{path}: {key}: expected {_describe(hints[key])}, got {_yaml_kind(value)}{shown}"
+            ) from None
+    return checked
+
+
+# ---- the parser ---------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _parser_class():
+    """``HfArgumentParser`` whose errors are one-line ``ConfigError``s (argparse would print usage and exit)."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(config_cls, prog=prog, description=description)
+    class ConfigParser(HfArgumentParser):
+        def error(self, message: str):
+            hint = ""
+            if message.startswith("unrecognized arguments:"):
+                options = [s for action in self._actions for s in action.option_strings]
+                unknown = [a.split("=", 1)[0] for a in message.split(":", 1)[1].split() if a.startswith("-")]
+                close = {a: difflib.get_close_matches(a, options, n=1) for a in unknown}
+                hint = "".join(f"; did you mean {c[0]}?" for c in close.values() if c)
+            raise ConfigError(f"{message}{hint} (see `{self.prog} --help`)")
+
+    return ConfigParser
+
+
+def _none_or(convert):
+    """``convert``, but ``none``/``null`` give ``None`` (an Optional option can be unset from the command line)."""
+
+    def parse(text: str):
+        return None if text.strip().lower() in ("none", "null") else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it in "invalid int value: ..."
+    return parse
+
+
+def make_parser(config_cls: type, prog: str | None = None, description: str | None = None):
+    """An ``HfArgumentParser`` for ``config_cls`` plus a ``--config`` YAML option; errors raise ``ConfigError``.
+
+    An ``X | None`` option also takes ``none`` on the command line.
+    """
+    parser = _parser_class()(config_cls, prog=prog, description=description)
+    hints = typing.get_type_hints(config_cls)
+    for action in parser._actions:
+        if action.dest in hints and _optional_inner(hints[action.dest])[1] and action.type in (int, float):
+            action.type = _none_or(action.type)
     parser.add_argument("--config", type=str, default=None, help="YAML file whose keys mirror the options.")
     return parser
 
@@ -54,54 +202,33 @@ def parse_config(
     """Parse ``argv`` (with optional ``--config`` YAML) into an instance of ``config_cls``.
 
     Raises:
-        ConfigError: unknown YAML key, or a field rejected by the dataclass' validation.
+        ConfigError: a bad or unknown option, an unknown YAML key or a YAML value of the wrong type, or a field
+            rejected by the dataclass' validation; one line naming the option, key or file.
     """
     parser = make_parser(config_cls, prog=prog, description=description)
     argv = list(argv or [])
     pre, _ = parser.parse_known_args(argv)
+    values: dict[str, Any] = {}
     if pre.config:
-        values = load_yaml(pre.config)
-        names = {f.name for f in dataclasses.fields(config_cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(
-                f"{pre.config}: unknown key(s) {unknown}; valid keys are the fields of {config_cls.__name__}: "
-                f"{sorted(names)}"
-            )
+        values = check_yaml_values(config_cls, load_yaml(pre.config), pre.config)
         parser.set_defaults(**values)
     ns = parser.parse_args(argv)
     kwargs = {f.name: getattr(ns, f.name) for f in dataclasses.fields(config_cls) if f.init}
     try:
         return config_cls(**kwargs)
     except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
+        message = str(e)
+        # "field: ..." about a value that came from the YAML file: say which file
+        name = message.split(":", 1)[0]
+        if name in values and kwargs.get(name) == values[name]:
+            message = f"{pre.config}: {message}"
+        if isinstance(e, ConfigError) and message == str(e):
             raise
-        raise ConfigError(str(e)) from e
+        raise ConfigError(message) from e
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same directory + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:

@@ -1,11 +1,9 @@
-"""Next-item ranking and constrained generation over item tokens.
+"""Constrained generation over item tokens.
 
 Two ways to get recommendations from the fine-tuned LM, which agree on their top K:
 
-- **Fast path** (``score_prompts``): one forward pass per batch, the decoder's last hidden state ``h`` of each prompt
-  dotted with the item tokens' output rows only: ``scores = h @ W_item.T`` -> ``[B, num_items]``. The text
-  vocabulary is never scored. (For models that rescale logits monotonically, e.g. soft-capping, the order is the
-  same as the LM head's.)
+- **Fast path** (``llmrec.llm.model.ItemLM.score``): one forward pass per batch, the decoder's last hidden state
+  ``h`` of each prompt dotted with the item tokens' output rows only: ``scores = h @ W_item.T`` -> ``[B, N]``.
 - **Constrained decoding** (``ItemConstraintLogitsProcessor`` + ``model.generate``): every token outside the
   catalog's item tokens, and optionally each user's history items, gets ``-inf``, so greedy, beam search and
   sampling can only produce catalog items. With ``num_beams=K`` and one new token, the K beams are K distinct items
@@ -19,75 +17,8 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor
 
-from llmrec.modeling.item_tokens import ItemVocab
-
-
-def pad_right(prompts: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists: (input_ids [B, L], attention_mask [B, L])."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, : len(p)] = torch.as_tensor(list(p), dtype=torch.long)
-        mask[i, : len(p)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def pad_left(prompts: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists (what ``generate`` expects for decoder-only models)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        if len(p):
-            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            mask[i, width - len(p) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-@torch.no_grad()
-def score_prompts(item_lm, prompts: Sequence[Sequence[int]], pad_id: int, batch_size: int = 64) -> torch.Tensor:
-    """Scores of every catalog item as the next token of each prompt: ``[B, num_items]`` float32 on CPU.
-
-    Args:
-        item_lm: an ``llmrec.modeling.llm.ItemLM``.
-        prompts: token id lists (from ``PromptEncoder.encode``), each non-empty.
-        pad_id: padding token id.
-        batch_size: prompts per forward pass; prompts are sorted by length so padding stays small.
-    """
-    device = item_lm.device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out = torch.empty(len(prompts), item_lm.vocab.num_items)
-    weights = item_lm.item_weights()  # [N, D]
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids, mask = pad_right([prompts[i] for i in idx], pad_id, device)
-        hidden = item_lm.hidden_states(ids, mask)  # [b, L, D]
-        last = hidden[torch.arange(len(idx), device=device), mask.sum(1) - 1]  # [b, D]
-        out[idx] = (last @ weights.T).float().cpu()
-    return out
-
-
-def mask_items(scores: torch.Tensor, exclude: Sequence[Sequence[int]] | None) -> torch.Tensor:
-    """Copy of ``scores`` [B, N] with ``exclude[b]`` items of row ``b`` set to ``-inf``."""
-    scores = scores.clone()
-    if exclude is not None:
-        for b, items in enumerate(exclude):
-            if len(items):
-                scores[b, torch.as_tensor(list(items), dtype=torch.long)] = float("-inf")
-    return scores
-
-
-def top_k(scores: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
-    """Top ``k`` item ids and scores per row (best first); ``-inf`` (masked) items are never returned."""
-    k = min(k, scores.shape[1])
-    values, ids = torch.topk(scores, k, dim=1)
-    items, vals = [], []
-    for row_ids, row_vals in zip(ids.tolist(), values.tolist()):
-        keep = [(i, v) for i, v in zip(row_ids, row_vals) if v != float("-inf")]
-        items.append([i for i, _ in keep])
-        vals.append([v for _, v in keep])
-    return items, vals
+from llmrec.batching import pad_sequences
+from llmrec.items.atomic import ItemVocab
 
 
 class ItemConstraintLogitsProcessor(LogitsProcessor):
@@ -137,7 +68,7 @@ def generate_items(
         per prompt, a list of ``k`` internal item ids.
     """
     device = next(lm.parameters()).device
-    ids, mask = pad_left(prompts, pad_id, device)
+    ids, mask = pad_sequences(prompts, pad_id, side="left", device=device)
     processor = ItemConstraintLogitsProcessor(vocab, exclude, rows_per_user=k)
     kwargs = {"num_beams": 1 if do_sample else k, "num_return_sequences": k, "do_sample": do_sample}
     if do_sample:

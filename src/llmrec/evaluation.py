@@ -14,7 +14,7 @@ count of the recommended top-K items).
 
 from __future__ import annotations
 
-import math
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from llmrec.data import PreparedData
+from llmrec.inference import mask_items
 
 ScoreFn = Callable[[list[list[int]]], torch.Tensor]
 
@@ -192,22 +193,9 @@ def metrics_from_scores(
     return acc.result()
 
 
-def mask_scores(
-    scores: torch.Tensor,
-    histories: Sequence[Sequence[int]],
-    targets: torch.Tensor,
-    exclude: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Set the scores of history items (except each row's target) and of ``exclude`` items to ``-inf``, in place."""
-    rows = [i for i, h in enumerate(histories) for _ in h]
-    if rows:
-        cols = torch.tensor([item for h in histories for item in h], dtype=torch.int64)
-        rows_t = torch.tensor(rows, dtype=torch.int64)
-        keep = cols != targets[rows_t]  # never hide the target itself (repeat consumption)
-        scores[rows_t[keep], cols[keep]] = -math.inf
-    if exclude is not None and len(exclude):
-        scores[:, exclude] = -math.inf
-    return scores
+def users_digest(users: Sequence[str]) -> str:
+    """Short SHA-256 of the evaluated users' ids, in order: two results with equal digests ranked the same users."""
+    return hashlib.sha256("\n".join(users).encode("utf-8")).hexdigest()[:16]
 
 
 def protocol_description(split: str, mask_history: bool, num_items: int, exclude_count: int = 0) -> str:
@@ -260,9 +248,10 @@ def evaluate(
         progress: show a tqdm bar.
 
     Returns:
-        ``{"split", "num_users", "num_items", "ks", "protocol", "metrics": {...}, "wall_time_s"}`` where the metric
-        keys are ``hr@K``, ``ndcg@K``, ``mrr``, ``precision@K``, ``coverage@K``, ``avg_pop@K`` (see module doc),
-        plus ``targets_in_history`` (users whose target also occurs in their input history).
+        ``{"split", "num_users", "num_items", "ks", "protocol", "metrics": {...}, "targets_in_history",
+        "users_digest", "wall_time_s"}`` where the metric keys are ``hr@K``, ``ndcg@K``, ``mrr``, ``precision@K``,
+        ``coverage@K``, ``avg_pop@K`` (see module doc); ``targets_in_history`` counts users whose target also
+        occurs in their input history, ``users_digest`` identifies the evaluated users (``users_digest``).
     """
     start = time.perf_counter()
     histories, targets = data.split(split)
@@ -287,10 +276,7 @@ def evaluate(
         scores = scores.detach().to("cpu", torch.float32).clone()
         if torch.isnan(scores).any():
             raise ValueError("score_fn returned NaN scores")
-        if mask_history:
-            mask_scores(scores, hist, tgt, excl)
-        elif excl is not None:
-            scores[:, excl] = -math.inf
+        mask_items(scores, hist if mask_history else None, keep=tgt, everyone=excl)
         repeats += sum(int(t) in set(h) for h, t in zip(hist, tgt.tolist()))
         acc.add(scores, tgt)
     metrics = acc.result()
@@ -302,5 +288,6 @@ def evaluate(
         "protocol": protocol_description(split, mask_history, num_items, 0 if excl is None else len(excl)),
         "metrics": metrics,
         "targets_in_history": repeats,
+        "users_digest": users_digest(data.users[: len(histories)]),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }

@@ -30,14 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmrec.modeling.item_tokens import ItemVocab
+from llmrec.errors import PromptError
+from llmrec.items.atomic import ItemVocab
 
 _KEYS = {"prefix", "item", "suffix", "system", "chat"}
 _PLACEHOLDER = "\u2063LLMREC_USER_TURN\u2063"
-
-
-class PromptError(ValueError):
-    """A template is missing, malformed or unusable; the message names the template and the problem."""
 
 
 @dataclass(frozen=True)

@@ -1,98 +1,208 @@
-"""Load any run directory (LLM or baseline) as a recommender: ``load_run(run_dir) -> LoadedRun``.
+"""The one run-directory schema shared by every model (LLM and baselines).
 
-Every run directory holds a ``run.json`` with at least ``kind`` (a key of ``RUN_LOADERS``) and ``data`` (the
-prepared data set it was trained on). A loader returns an object with ``score(histories) -> Tensor [B, N]``
-over internal item ids; ``LoadedRun`` adds the catalog and a name, which is all the evaluator, the
-``recommend``/``compare`` commands and the HTTP server need.
+A run directory holds:
+    run.json        {"format": 2, "kind": "llm" | "baseline", "model", "llmrec_version", "created",
+                     "data": {"path", "name", "fingerprint", "users", "items"}, ...kind-specific fields}
+    catalog.parquet the catalog the run was trained on (ids, raw ids, alternate ids, titles, texts): inference
+                    (``recommend``, ``serve``) needs nothing outside the run directory
+    config.yaml     the fully resolved config of the command that wrote it
+    metrics.json    {"format": 2, "kind", "model", "status": "training" | "done",
+                     "valid": <evaluator result of the selected checkpoint> + {"step" | "epoch"},
+                     "test": <evaluator result> | null, "history": [validation entries], "train": {...}}
+    + the kind's weights (LLM: adapter/, tokenizer/, prompt.txt; baseline: model.safetensors)
+
+``run.json`` is the marker that makes a directory an llmrec run: ``--overwrite`` refuses any directory without
+it. Evaluation needs the prepared data again; ``load_run_data`` finds it (at the recorded path or one given) and
+refuses data whose fingerprint differs from the one the run was trained on, naming both.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import shutil
+import time
 from pathlib import Path
-from typing import Any
 
-from llmrec.data import Catalog, DataError, PreparedData
+import llmrec
+from llmrec.config import ConfigError
+from llmrec.data import Catalog, DataError, PreparedData, load_catalog, load_prepared, save_catalog
+from llmrec.files import atomic_write_json, read_json
 
-
-@dataclass
-class LoadedRun:
-    kind: str
-    name: str
-    run_dir: Path
-    model: Any  # has score(histories) -> Tensor [B, num_items]
-    data: PreparedData
-    info: dict = field(default_factory=dict)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.data.catalog
-
-    def score(self, histories: Sequence[Sequence[int]]):
-        import torch
-
-        with torch.inference_mode():
-            return self.model.score([list(h) for h in histories])
+RUN_FORMAT = 2
+RUN_KINDS = ("llm", "baseline")
+SPLIT_KEYS = ("valid", "test")
 
 
-def _load_baseline(run_dir: Path, info: dict, device: str) -> tuple[Any, PreparedData]:
-    from llmrec.baselines_train import load_baseline_run
-
-    model, data, _ = load_baseline_run(run_dir, device=device)
-    return model, data
-
-
-def _load_llm(run_dir: Path, info: dict, device: str) -> tuple[Any, PreparedData]:
-    from llmrec.modeling.llm import load_run as load_llm_run
-
-    rec = load_llm_run(run_dir, device=device)
-    data = getattr(rec, "data", None)
-    if data is None:
-        from llmrec.data import load_prepared
-
-        data = load_prepared(info["data"])
-    return rec, data
+def data_record(data: PreparedData, path: str | os.PathLike) -> dict:
+    """The ``data`` entry of ``run.json``: where the prepared data was and what it was (its fingerprint)."""
+    return {
+        "path": str(Path(path).resolve()),
+        "name": data.name,
+        "fingerprint": data.fingerprint,
+        "users": data.num_users,
+        "items": data.num_items,
+    }
 
 
-RUN_LOADERS: dict[str, Callable[[Path, dict, str], tuple[Any, PreparedData]]] = {
-    "baseline": _load_baseline,
-    "llm": _load_llm,
-}
+def write_run_info(run_dir: str | os.PathLike, kind: str, model: str, data: PreparedData, data_path, **extra) -> dict:
+    """Write ``run.json`` and the run's own copy of the catalog; returns the info written."""
+    if kind not in RUN_KINDS:
+        raise ValueError(f"kind must be one of {RUN_KINDS}, got {kind!r}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_catalog(data.catalog, run_dir / "catalog.parquet")
+    info = {
+        "format": RUN_FORMAT,
+        "kind": kind,
+        "model": model,
+        "llmrec_version": llmrec.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": data_record(data, data_path),
+        **extra,
+    }
+    atomic_write_json(run_dir / "run.json", info)
+    return info
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds an llmrec run (its ``run.json`` marker)."""
+    return (Path(path) / "run.json").is_file()
 
 
 def read_run_info(run_dir: str | os.PathLike) -> dict:
+    """``run.json`` of a run directory, checked.
+
+    Raises:
+        DataError: not a run directory, unreadable, an older format, or an unknown kind (the message says which).
+    """
     run_dir = Path(run_dir)
     path = run_dir / "run.json"
     if not path.is_file():
         raise DataError(
-            f"{run_dir} is not a run directory: run.json is missing (create one with `llmrec train` or `llmrec baseline`)"
+            f"{run_dir} is not a run directory: run.json is missing (create one with `llmrec train` or "
+            "`llmrec baseline`)"
         )
-    info = json.loads(path.read_text())
-    if info.get("kind") not in RUN_LOADERS:
-        raise DataError(f"{path}: field 'kind' is {info.get('kind')!r}, expected one of {sorted(RUN_LOADERS)}")
+    try:
+        info = read_json(path)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise DataError(
+            f"{path}: run format {found!r}, expected {RUN_FORMAT} (written by an older llmrec; train the run again)"
+        )
+    if info.get("kind") not in RUN_KINDS:
+        raise DataError(f"{path}: field 'kind' is {info.get('kind')!r}, expected one of {RUN_KINDS}")
     return info
 
 
-def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
-    """Load a trained run (model in eval mode + its prepared data) from its directory."""
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    model, data = RUN_LOADERS[info["kind"]](run_dir, info, device)
-    name = info.get("name") or f"{info.get('model', info['kind'])}:{run_dir.name}"
-    return LoadedRun(kind=info["kind"], name=name, run_dir=run_dir, model=model, data=data, info=info)
+def run_catalog(run_dir: str | os.PathLike) -> Catalog:
+    """The catalog stored in the run directory (what inference recommends from)."""
+    path = Path(run_dir) / "catalog.parquet"
+    if not path.is_file():
+        raise DataError(f"{run_dir} is not a complete run directory: catalog.parquet is missing")
+    return load_catalog(path)
 
 
-def top_k(scores, history: Sequence[int], k: int, exclude_seen: bool = True) -> list[tuple[int, float]]:
-    """Top-``k`` (item id, score) from one score vector ``[N]``, optionally never returning history items.
+def load_run_data(run_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> PreparedData:
+    """The prepared data a run was trained on, for evaluation: at ``data`` if given, else at the recorded path.
 
-    The one-history form of ``llmrec.decoding.mask_items`` + ``llmrec.decoding.top_k`` (same masking, same order).
+    Raises:
+        DataError: the data is not found (the message says to pass ``--data``), or its fingerprint differs from the
+            run's (the message names both data sets).
     """
-    from llmrec.decoding import mask_items
-    from llmrec.decoding import top_k as batched_top_k
+    info = read_run_info(run_dir)
+    record = info["data"]
+    path = Path(data) if data else Path(record["path"])
+    if data and not path.exists():
+        raise DataError(f"data: {path} does not exist (a prepared data directory from `llmrec prepare`)")
+    if not path.exists():
+        raise DataError(
+            f"{run_dir} was trained on the prepared data at {record['path']}, which no longer exists; evaluation "
+            "needs the same prepared data: pass --data DIR"
+        )
+    prepared = load_prepared(path)
+    if prepared.fingerprint != record["fingerprint"]:
+        raise DataError(
+            f"data mismatch: {run_dir} was trained on {record['path']} ({record['name']}: {record['users']} users, "
+            f"{record['items']} items, fingerprint {record['fingerprint'][:12]}), but {path} holds "
+            f"{prepared.name}: {prepared.num_users} users, {prepared.num_items} items, fingerprint "
+            f"{prepared.fingerprint[:12]}; re-prepare the data with the run's options or train again"
+        )
+    return prepared
 
-    row = scores.detach().float().reshape(1, -1)
-    items, values = batched_top_k(mask_items(row, [history] if exclude_seen else None), k)
-    return list(zip(items[0], values[0]))
+
+def write_metrics(run_dir: str | os.PathLike, info: dict, **fields) -> dict:
+    """Write ``metrics.json`` in the shared schema (see the module docstring); returns what was written."""
+    metrics = {
+        "format": RUN_FORMAT,
+        "kind": info["kind"],
+        "model": info["model"],
+        "status": "training",
+        "valid": None,
+        "test": None,
+        "history": [],
+        "train": {},
+    }
+    metrics.update(fields)
+    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict:
+    """``metrics.json`` of a run directory. Raises ``DataError`` when it is missing or unreadable."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise DataError(f"{run_dir}: metrics.json is missing (is it a finished llmrec run?)")
+    try:
+        return read_json(path)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+
+
+def plan_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool, has_checkpoint: bool) -> str:
+    """Decide what a training command does with ``run_dir``: ``"new"``, ``"resume"`` or ``"restart"``.
+
+    Rules (the same for ``llmrec train`` and ``llmrec baseline``):
+        - a missing or empty directory starts a new run; ``--resume`` there is an error (nothing to resume);
+        - a non-empty directory that is not an llmrec run (no ``run.json``) is refused, ``--overwrite`` or not:
+          llmrec never deletes files it did not write;
+        - a run with a checkpoint continues with ``--resume``, is replaced with ``--overwrite``, else is refused;
+        - a run without a checkpoint (killed before its first one) restarts, with or without ``--resume``.
+    ``"restart"`` means: remove the command's own outputs (``clear_outputs``), then start anew.
+
+    Raises:
+        ConfigError: the directory is refused; the message says why and what to pass instead.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output_dir: {run_dir} exists and is not a directory")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        if resume:
+            raise ConfigError(f"resume: {run_dir} holds no run to resume; drop --resume to start a new run there")
+        return "new"
+    if not is_run_dir(run_dir):
+        raise ConfigError(
+            f"output_dir: {run_dir} is not empty and is not an llmrec run directory (no run.json); llmrec does not "
+            "write into or delete other directories: choose a new or empty one"
+        )
+    if not has_checkpoint:
+        return "restart"
+    if resume:
+        return "resume"
+    if overwrite:
+        return "restart"
+    raise ConfigError(
+        f"output_dir: {run_dir} already holds a run; pass --resume true to continue it, --overwrite true to "
+        "replace it, or choose a new directory"
+    )
+
+
+def clear_outputs(run_dir: str | os.PathLike, names) -> None:
+    """Remove the files and folders ``names`` of ``run_dir`` (a command's own outputs), nothing else."""
+    for name in names:
+        path = Path(run_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()

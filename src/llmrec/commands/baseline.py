@@ -1,13 +1,16 @@
-"""`llmrec baseline MODEL --data DIR --out RUN_DIR [...]`: train a sequence baseline, validate, test once."""
+"""`llmrec baseline MODEL --data DIR --output_dir RUN_DIR [...]`: train a sequence baseline, validate, test once."""
 
 from __future__ import annotations
 
 import json
 
+from llmrec.baselines.config import BaselineConfig
+from llmrec.config import parse_config
+
 HELP = "Train and evaluate a sequence baseline (pop, gru4rec, sasrec, bert4rec)."
 
 
-def _model_positional(argv: list[str]) -> list[str]:
+def model_positional(argv: list[str]) -> list[str]:
     """``baseline sasrec --data ...`` -> ``baseline --model sasrec --data ...`` (a leading positional is the model)."""
     if argv and not argv[0].startswith("-"):
         return ["--model", argv[0], *argv[1:]]
@@ -15,14 +18,10 @@ def _model_positional(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from llmrec.baselines_train import BaselineConfig, train_baseline
-    from llmrec.config import parse_config
+    cfg = parse_config(BaselineConfig, model_positional(list(argv)), prog="llmrec baseline", description=HELP)
+    from llmrec.baselines.train import train_baseline
 
-    cfg = parse_config(
-        BaselineConfig, _model_positional(list(argv)), prog="llmrec baseline", description=__doc__.splitlines()[0]
-    )
     result = train_baseline(cfg)
-    print(
-        json.dumps({"run": cfg.out, "best_epoch": result["best_epoch"], "test": result["test"]["metrics"]}, indent=2)
-    )
+    summary = {"run": cfg.output_dir, "best_epoch": result["train"]["best_epoch"], "test": result["test"]["metrics"]}
+    print(json.dumps(summary, indent=2))
     return 0

@@ -1,17 +1,20 @@
-"""`llmrec compare RUN_DIR ... --out DIR`: one report of LLM runs and baselines on the same data set.
+"""`llmrec compare RUN_DIR ... --output_dir DIR`: one report of LLM runs and baselines on the same data set.
 
-Reads each run's ``run.json`` and ``metrics.json`` (the ``test`` entry written by the shared evaluator) and writes
-``DIR/compare.md`` (Markdown table), ``DIR/compare.json`` and ``DIR/compare.png`` (NDCG@10 / HR@10 bars).
-Runs evaluated on different data sets or protocols are refused: their numbers are not comparable.
+Reads each run's ``run.json`` and ``metrics.json`` (the ``valid`` or ``test`` entry written by the shared
+evaluator) and writes ``DIR/compare.md`` (Markdown table), ``DIR/compare.json`` and ``DIR/compare.png``.
+Runs are refused, naming both, when they were trained on different data (by fingerprint), evaluated under
+different protocols, or on different users (count or set): their numbers are not comparable.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmrec.config import ConfigError, atomic_write_json, atomic_write_text, parse_config
+from llmrec.config import ConfigError, parse_config
+from llmrec.errors import DataError
+from llmrec.files import atomic_write_json, atomic_write_text
+from llmrec.runs import SPLIT_KEYS, read_metrics, read_run_info
 
 HELP = "Compare run directories on the same data set: Markdown table, JSON and a PNG bar chart."
 COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "coverage@10")
@@ -20,54 +23,71 @@ COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "coverage@10")
 @dataclass
 class CompareConfig:
     runs: list[str] = field(default_factory=list, metadata={"help": "Run directories (also positional)."})
-    out: str = field(default="compare", metadata={"help": "Output directory for compare.md/.json/.png."})
-    split: str = field(default="test", metadata={"help": "Which stored evaluation to compare (test or valid_best)."})
+    output_dir: str = field(
+        default="compare", metadata={"help": "Output directory for compare.md/.json/.png.", "aliases": ["--out"]}
+    )
+    split: str = field(default="test", metadata={"help": "Which stored evaluation to compare: test or valid."})
 
     def __post_init__(self):
         if len(self.runs) < 1:
             raise ConfigError("runs: give at least one run directory")
-        if self.split not in ("test", "valid_best"):
-            raise ConfigError(f"split: expected 'test' or 'valid_best', got {self.split!r}")
+        if self.split not in SPLIT_KEYS:
+            raise ConfigError(f"split: expected one of {SPLIT_KEYS}, got {self.split!r}")
+
+
+def _row(run_dir: Path, split: str) -> dict:
+    info, metrics = read_run_info(run_dir), read_metrics(run_dir)
+    where = run_dir / "metrics.json"
+    if not isinstance(metrics, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(metrics).__name__}")
+    result = metrics.get(split)
+    if not result:
+        raise ConfigError(f"{where}: no '{split}' evaluation stored (run `llmrec evaluate --run "
+                          f"{run_dir} --split {split}`)")  # fmt: skip
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
+        raise DataError(f"{where}: '{split}' has no 'metrics' object (not written by the llmrec evaluator)")
+    data = info.get("data")
+    if not isinstance(data, dict) or not {"name", "fingerprint", "users", "items"} <= set(data):
+        raise DataError(f"{run_dir / 'run.json'}: field 'data' lacks name/fingerprint/users/items")
+    return {
+        "run": str(run_dir),
+        "kind": info["kind"],
+        "model": info.get("model", "?"),
+        "data": data,
+        "protocol": result.get("protocol", ""),
+        "num_users": result.get("num_users"),
+        "users_digest": result.get("users_digest"),
+        "metrics": {k: result["metrics"].get(k) for k in COLUMNS},
+        "train_time_s": (metrics.get("train") or {}).get("train_time_s"),
+    }
+
+
+def _refuse_mixed(rows: list[dict], key, what: str) -> None:
+    first = rows[0]
+    for r in rows[1:]:
+        if key(r) != key(first):
+            raise ConfigError(f"{first['run']} and {r['run']} {what}: {key(first)} vs {key(r)}")
 
 
 def collect(run_dirs: list[str], split: str = "test") -> list[dict]:
-    rows = []
-    for d in run_dirs:
-        d = Path(d)
-        for name in ("run.json", "metrics.json"):
-            if not (d / name).is_file():
-                raise ConfigError(f"{d}: {name} is missing (is it a finished llmrec run?)")
-        info, metrics = json.loads((d / "run.json").read_text()), json.loads((d / "metrics.json").read_text())
-        result = metrics.get(split)
-        if not result:
-            raise ConfigError(
-                f"{d / 'metrics.json'}: no '{split}' evaluation stored (run `llmrec evaluate --run {d}`)"
-            )
-        m = result.get("metrics", result)
-        rows.append(
-            {
-                "run": str(d),
-                "kind": info.get("kind"),
-                "model": info.get("model") or info.get("kind"),
-                "data": info.get("data"),
-                "protocol": result.get("protocol", ""),
-                "num_users": result.get("num_users"),
-                "metrics": {k: m.get(k) for k in COLUMNS},
-                "train_time_s": metrics.get("train_time_s", metrics.get("wall_time_s")),
-            }
-        )
-    datas = {r["data"] for r in rows}
-    if len(datas) > 1:
-        raise ConfigError(f"runs were trained on different prepared data sets: {sorted(map(str, datas))}")
-    protocols = {r["protocol"] for r in rows}
-    if len(protocols) > 1:
-        raise ConfigError(f"runs were evaluated under different protocols: {sorted(protocols)}")
+    """One row per run; refuses runs that are not comparable (see the module docstring)."""
+    rows = [_row(Path(d), split) for d in run_dirs]
+    _refuse_mixed(rows, lambda r: f"{r['data']['name']} ({r['data']['fingerprint'][:12]})",
+                  "were trained on different prepared data sets")  # fmt: skip
+    _refuse_mixed(rows, lambda r: r["protocol"], "were evaluated under different protocols")
+    _refuse_mixed(rows, lambda r: r["num_users"], f"were evaluated on different numbers of {split} users")
+    _refuse_mixed(rows, lambda r: r["users_digest"], f"were evaluated on different {split} users")
     return rows
 
 
 def to_markdown(rows: list[dict], split: str) -> str:
     head = ["model", "run", *COLUMNS, "train time (s)"]
-    lines = [f"Split: {split}. Protocol: {rows[0]['protocol']}. Users: {rows[0]['num_users']}.", ""]
+    data = rows[0]["data"]
+    lines = [
+        f"Data: {data['name']} ({data['users']} users, {data['items']} items, fingerprint {data['fingerprint'][:12]}). "
+        f"Split: {split}, {rows[0]['num_users']} users evaluated. Protocol: {rows[0]['protocol']}.",
+        "",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: -(r["metrics"]["ndcg@10"] or 0)):
         vals = [f"{v:.4f}" if isinstance(v, float) else "—" for v in r["metrics"].values()]
@@ -91,7 +111,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for off, key in ((-0.2, "ndcg@10"), (0.2, "hr@10")):
         ax.bar(x + off, [r["metrics"][key] or 0 for r in rows], 0.4, label=key.upper())
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("test metric (full ranking)")
+    ax.set_ylabel("metric (full ranking)")
     ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -108,7 +128,7 @@ def main(argv: list[str]) -> int:
         argv = ["--runs", *runs, *argv]
     cfg = parse_config(CompareConfig, argv, prog="llmrec compare", description=HELP)
     rows = collect(cfg.runs, cfg.split)
-    out = Path(cfg.out)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = to_markdown(rows, cfg.split)
     atomic_write_text(out / "compare.md", md)

@@ -1,7 +1,8 @@
 """`llmrec evaluate --run DIR --split test`: score a run directory with the shared full-ranking evaluator.
 
-The run's ``run.json`` names its ``kind``; ``llmrec.runs.load_run`` (the registry ``RUN_LOADERS`` shared with
-``recommend``, ``compare`` and ``serve``) rebuilds the model, and its ``score`` goes through the shared evaluator.
+The model comes from the run directory alone (``llmrec.recommenders.load_recommender``); the users, histories and
+targets from the prepared data it was trained on, found at the recorded path (or ``--data``) and checked against
+the run's data fingerprint.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmrec.config import ConfigError
+from llmrec.config import ConfigError, parse_config
 
 HELP = "Evaluate a run directory with the shared full-ranking evaluator."
 
@@ -20,20 +21,27 @@ class EvaluateConfig:
     """Options of ``llmrec evaluate``."""
 
     run: str = field(default="", metadata={"help": "Run directory (holds run.json)."})
+    data: str = field(
+        default="", metadata={"help": "Prepared data (default: where the run recorded it); checked by fingerprint."}
+    )
     split: str = field(default="test", metadata={"help": "'valid' or 'test'."})
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20], metadata={"help": "Cut-offs K for @K metrics."})
     mask_history: bool = field(default=True, metadata={"help": "Remove history items from the ranked candidates."})
     batch_size: int = field(default=1024, metadata={"help": "Users per scoring batch."})
     max_users: int | None = field(default=None, metadata={"help": "Evaluate only the first N users (quick check)."})
     device: str = field(default="cpu", metadata={"help": "Device to score on."})
-    num_threads: int = field(default=2, metadata={"help": "torch CPU threads."})
-    out: str | None = field(default=None, metadata={"help": "JSON output path (default RUN/eval_SPLIT.json)."})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
+    output_dir: str = field(
+        default="", metadata={"help": "Where eval_SPLIT.json goes (default: the run directory).", "aliases": ["--out"]}
+    )
 
     def __post_init__(self):
         if not self.run:
             raise ConfigError("run: a run directory is required (--run DIR)")
         if not (Path(self.run) / "run.json").is_file():
             raise ConfigError(f"run: {self.run} has no run.json (not a run directory)")
+        if self.data and not Path(self.data).is_dir():
+            raise ConfigError(f"data: {self.data} is not a directory (a prepared data set from `llmrec prepare`)")
         if self.split not in ("valid", "test"):
             raise ConfigError(f"split: must be 'valid' or 'test', got {self.split!r}")
         if not self.ks or min(self.ks) < 1:
@@ -42,30 +50,27 @@ class EvaluateConfig:
             raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
         if self.max_users is not None and self.max_users < 1:
             raise ConfigError(f"max_users: must be >= 1, got {self.max_users}")
+        if self.num_threads < 0:
+            raise ConfigError(f"num_threads: must be >= 0, got {self.num_threads}")
 
 
 def main(argv: list[str]) -> int:
+    cfg = parse_config(EvaluateConfig, argv, prog="llmrec evaluate", description=HELP)
     import torch
 
-    from llmrec.config import atomic_write_json, parse_config
     from llmrec.evaluation import evaluate
-    from llmrec.runs import load_run
+    from llmrec.files import atomic_write_json
+    from llmrec.recommenders import load_recommender
+    from llmrec.runs import load_run_data
 
-    cfg = parse_config(EvaluateConfig, argv, prog="llmrec evaluate", description=__doc__.splitlines()[0])
-    torch.set_num_threads(cfg.num_threads)
-    run_dir = Path(cfg.run)
-    run = load_run(run_dir, device=cfg.device)  # validates run.json's kind against llmrec.runs.RUN_LOADERS
-    result = evaluate(
-        run.score,
-        run.data,
-        cfg.split,
-        ks=cfg.ks,
-        mask_history=cfg.mask_history,
-        batch_size=cfg.batch_size,
-        max_users=cfg.max_users,
-        progress=True,
-    )
-    result["run"] = str(run_dir)
-    atomic_write_json(cfg.out or run_dir / f"eval_{cfg.split}.json", result)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    data = load_run_data(cfg.run, cfg.data or None)  # before the model loads: a data mismatch fails fast
+    rec = load_recommender(cfg.run, device=cfg.device)
+    with torch.inference_mode():
+        result = evaluate(rec.score, data, cfg.split, ks=cfg.ks, mask_history=cfg.mask_history,
+                          batch_size=cfg.batch_size, max_users=cfg.max_users, progress=True)  # fmt: skip
+    result["run"] = str(cfg.run)
+    atomic_write_json(Path(cfg.output_dir or cfg.run) / f"eval_{cfg.split}.json", result)
     print(json.dumps(result, indent=2))
     return 0

@@ -1,7 +1,10 @@
-"""`llmrec recommend --run DIR --history "id1,id2,..." -k 10`: next-item recommendations from a trained run.
+"""`llmrec recommend --run DIR --history ITEM [ITEM ...] -k 10`: next-item recommendations from a trained run.
 
-Histories are raw item ids or exact titles (comma-separated), or a JSONL file (``--input``) with one object per
-line: ``{"history": [...]}`` (raw ids / titles) or, for LLM runs, ``{"prompt": "..."}`` (a ready prompt).
+Items are raw ids, alternate ids (e.g. an ASIN) or exact titles, oldest first. ``--history`` takes one value per
+item (quote titles: ``--history "Misérables, Les (1995)" "Toy Story (1995)"``); a single value that names no item
+is also read as a comma-separated list of ids. ``--history_json '["a", "b"]'`` takes a JSON list. ``--input``
+reads a JSONL file with one object per line: ``{"history": [...]}`` or, for LLM runs, ``{"prompt": "..."}`` (a
+ready prompt, as the run's prompt.txt renders it). Needs only the run directory.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from dataclasses import dataclass, field
 
 from llmrec.config import ConfigError, parse_config
 
-HELP = "Recommend the next items for a history (raw ids or titles), or for each line of a JSONL file."
+HELP = "Recommend the next items for a history (raw ids, alternate ids or titles), or for each line of a JSONL file."
 
 
 @dataclass
 class RecommendConfig:
     run: str = field(default="", metadata={"help": "Run directory (LLM or baseline)."})
-    history: str = field(default="", metadata={"help": "Comma-separated raw item ids or exact titles, oldest first."})
+    history: list[str] = field(
+        default_factory=list,
+        metadata={"help": "History items (raw ids, alternate ids or exact titles), oldest first."},
+    )
+    history_json: str = field(default="", metadata={"help": "History as a JSON list of items, oldest first."})
     input: str = field(default="", metadata={"help": "JSONL file: {'history': [...]} or {'prompt': '...'} per line."})
     k: int = field(default=10, metadata={"help": "How many items to recommend.", "aliases": ["-k"]})
     exclude_seen: bool = field(default=True, metadata={"help": "Never recommend items already in the history."})
@@ -28,15 +35,27 @@ class RecommendConfig:
     def __post_init__(self):
         if not self.run:
             raise ConfigError("run: a run directory is required (--run DIR)")
-        if bool(self.history) == bool(self.input):
-            raise ConfigError("give exactly one of --history and --input")
+        if sum(map(bool, (self.history, self.history_json, self.input))) != 1:
+            raise ConfigError("give exactly one of --history, --history_json and --input")
         if self.k < 1:
             raise ConfigError(f"k: expected >= 1, got {self.k}")
 
 
+def _json_history(text: str, where: str) -> list:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: expected a JSON list of items ({e})") from None
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where}: expected a JSON list of item ids or titles (strings or integers)")
+    return value
+
+
 def _requests(cfg: RecommendConfig) -> list[dict]:
     if cfg.history:
-        return [{"history": [h.strip() for h in cfg.history.split(",") if h.strip()]}]
+        return [{"history": cfg.history, "_where": "--history", "_split": len(cfg.history) == 1}]
+    if cfg.history_json:
+        return [{"history": _json_history(cfg.history_json, "--history_json"), "_where": "--history_json"}]
     from llmrec.data.readers import open_text
 
     out = []
@@ -44,53 +63,89 @@ def _requests(cfg: RecommendConfig) -> list[dict]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{cfg.input}:{n}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ConfigError(f"{cfg.input}:{n}: expected a JSON object per line ({e})") from None
+                raise ConfigError(f"{where}: expected a JSON object per line ({e})") from None
             if not isinstance(obj, dict) or not ({"history", "prompt"} & set(obj)):
-                raise ConfigError(f"{cfg.input}:{n}: expected an object with 'history' (list) or 'prompt' (string)")
-            obj["_line"] = n
-            out.append(obj)
+                raise ConfigError(f"{where}: expected an object with 'history' (list) or 'prompt' (string)")
+            if "history" in obj:
+                obj["history"] = _json_history(json.dumps(obj["history"]), f"{where}: history")
+            elif not isinstance(obj["prompt"], str):
+                raise ConfigError(f"{where}: prompt: expected a string")
+            out.append({**obj, "_where": f"{where}: history" if "history" in obj else where})
     return out
+
+
+def resolve_history(catalog, refs: list, where: str, split_commas: bool = False) -> list[int]:
+    """Internal ids of ``refs``; with ``split_commas``, a lone value naming no item is read as ``a,b,c``."""
+    if split_commas and len(refs) == 1 and "," in str(refs[0]):
+        try:
+            return [catalog.resolve(str(refs[0]))]
+        except KeyError:
+            refs = [r.strip() for r in str(refs[0]).split(",") if r.strip()]
+    hist = []
+    for n, ref in enumerate(refs):
+        try:
+            hist.append(catalog.resolve(str(ref)))
+        except KeyError as e:
+            raise ConfigError(f"{where}[{n}]: {e.args[0]}") from None
+    if not hist:
+        raise ConfigError(f"{where}: empty history")
+    return hist
+
+
+def _print_table(cat, hist: list[int], req: dict, items: list[dict]) -> None:
+    shown = ", ".join(f"{cat.raw_ids[i]}" + (f" ({cat.titles[i][:40]})" if cat.titles[i] else "") for i in hist[-5:])
+    print(f"history ({len(hist)} items, last 5): {shown}" if hist else "prompt: " + req["prompt"][:80])
+    print(f"{'rank':>4}  {'item id':<12} {'score':>9}  title")
+    for it in items:
+        print(f"{it['rank']:>4}  {it['id']:<12} {it['score']:>9.4f}  {it['title']}")
+    sys.stdout.flush()
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_config(RecommendConfig, argv, prog="llmrec recommend", description=HELP)
-    from llmrec.runs import load_run, top_k
+    from llmrec.runs import read_run_info, run_catalog
 
-    run = load_run(cfg.run, device=cfg.device)
-    cat = run.catalog
-    for req in _requests(cfg):
-        where = f"{cfg.input}:{req['_line']}" if "_line" in req else "--history"
+    # every input is checked against the run's own catalog before the model loads
+    requests = _requests(cfg)
+    info = read_run_info(cfg.run)
+    catalog = run_catalog(cfg.run)
+    for req in requests:
         if "prompt" in req:
-            if not hasattr(run.model, "score_prompts"):
-                raise ConfigError(f"{where}: ready prompts need an LLM run; {cfg.run} is a {run.kind} run")
-            hist, scores = [], run.model.score_prompts([req["prompt"]])[0]
+            if info["kind"] != "llm":
+                raise ConfigError(f"{req['_where']}: ready prompts need an LLM run; {cfg.run} is a {info['kind']} run")
         else:
-            hist = []
-            for ref in req["history"]:
-                try:
-                    hist.append(cat.resolve(str(ref)))
-                except KeyError as e:
-                    raise ConfigError(f"{where}: {e.args[0]}") from None
-            if not hist:
-                raise ConfigError(f"{where}: empty history")
-            scores = run.score([hist])[0]
-        ranked = top_k(scores, hist, cfg.k, cfg.exclude_seen)
+            req["_items"] = resolve_history(catalog, req["history"], req["_where"], req.get("_split", False))
+    import torch
+
+    from llmrec.inference import rank
+    from llmrec.recommenders import load_recommender
+
+    rec = load_recommender(cfg.run, device=cfg.device)
+    cat = rec.catalog
+    for req in requests:
+        with torch.inference_mode():
+            if "prompt" in req:
+                hist, scores = [], rec.score_text([req["prompt"]])
+            else:
+                hist = req["_items"]
+                scores = rec.score([hist])
+        ranked = rank(scores, [hist], cfg.k, cfg.exclude_seen)[0]
         items = [
-            {"rank": r + 1, "id": cat.raw_ids[i], "title": cat.titles[i], "score": round(s, 5)}
+            {
+                "rank": r + 1,
+                "id": cat.raw_ids[i],
+                "alt_id": cat.alt_ids[i],
+                "title": cat.titles[i],
+                "score": round(s, 5),
+            }
             for r, (i, s) in enumerate(ranked)
         ]
         if cfg.json:
-            print(json.dumps({"history": [cat.raw_ids[i] for i in hist], "model": run.name, "items": items}))
+            print(json.dumps({"history": [cat.raw_ids[i] for i in hist], "model": rec.name, "items": items}))
         else:
-            shown = ", ".join(
-                f"{cat.raw_ids[i]}" + (f" ({cat.titles[i][:40]})" if cat.titles[i] else "") for i in hist[-5:]
-            )
-            print(f"history ({len(hist)} items, last 5): {shown}" if hist else "prompt: " + req["prompt"][:80])
-            print(f"{'rank':>4}  {'item id':<12} {'score':>9}  title")
-            for it in items:
-                print(f"{it['rank']:>4}  {it['id']:<12} {it['score']:>9.4f}  {it['title']}")
-            sys.stdout.flush()
+            _print_table(cat, hist, req, items)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ def main(argv: list[str]) -> int:
     if argv and not argv[0].startswith("-"):
         argv = ["--data", argv[0], *argv[1:]]
     cfg = parse_config(StatsConfig, argv, prog="llmrec stats", description=HELP)
-    from llmrec.commands.prepare import format_stats
+    from llmrec.commands.prepare import format_stats, notes
     from llmrec.data import load_prepared
 
     t0 = time.time()
@@ -31,6 +32,8 @@ def main(argv: list[str]) -> int:
     if cfg.json:
         print(json.dumps(data.stats, indent=2))
     else:
+        for line in notes(data.stats, data.meta):
+            print(line, file=sys.stderr)
         print(format_stats(data.stats))
         print(f"loaded in {time.time() - t0:.2f}s")
     return 0

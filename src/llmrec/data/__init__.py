@@ -5,9 +5,19 @@ from llmrec.data.dataset import (
     Catalog,
     DataError,
     PreparedData,
+    load_catalog,
     load_prepared,
-    pad_histories,
+    save_catalog,
     save_prepared,
 )
 
-__all__ = ["SPLITS", "Catalog", "DataError", "PreparedData", "load_prepared", "pad_histories", "save_prepared"]
+__all__ = [
+    "SPLITS",
+    "Catalog",
+    "DataError",
+    "PreparedData",
+    "load_catalog",
+    "load_prepared",
+    "save_catalog",
+    "save_prepared",
+]

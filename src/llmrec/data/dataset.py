@@ -1,7 +1,8 @@
 """The prepared data set: what ``llmrec prepare`` writes and every later command reads.
 
 On disk (one directory, written atomically):
-    catalog.parquet    item_id (int32, contiguous 0..N-1), raw_id (str), title (str, may be ""), text (str)
+    catalog.parquet    item_id (int32, contiguous 0..N-1), raw_id (str), title (str, may be ""), text (str),
+                       alt_id (str, "" if none: e.g. the ASIN of an S3-Rec Amazon item)
     sequences.parquet  user (str raw id), items (list<int32>, full chronological sequence of internal ids),
                        train (list<int32>), valid (int32), test (int32)   -- leave-one-out split
     stats.json         counts, sequence-length summary, what each filter removed
@@ -14,74 +15,98 @@ Split protocol (leave-one-out): for a user's chronological sequence ``s`` (len >
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from llmrec.errors import DataError
+
 FORMAT_VERSION = 1
 SPLITS = ("valid", "test")
 
 
-class DataError(ValueError):
-    """Bad input data or a bad prepared directory; the message names the file (and line/field) at fault."""
-
-
 @dataclass
 class Catalog:
-    """Items with contiguous internal ids ``0..len-1`` and their raw ids / titles / extra text."""
+    """Items with contiguous internal ids ``0..len-1``: raw ids, alternate ids, titles and extra text.
+
+    ``raw_ids`` are the ids of the input files; ``alt_ids`` an optional second id users know an item by (e.g. the
+    ASIN of an Amazon item whose raw id is a benchmark number), ``""`` where there is none. ``resolve`` accepts
+    any of raw id, alternate id or exact title.
+    """
 
     raw_ids: list[str]
     titles: list[str]
     texts: list[str] = field(default_factory=list)
+    alt_ids: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        if not self.texts:
-            self.texts = [""] * len(self.raw_ids)
-        if not (len(self.raw_ids) == len(self.titles) == len(self.texts)):
-            raise DataError("Catalog: raw_ids, titles and texts must have the same length")
-        self._by_raw: dict[str, int] | None = None
-        self._by_title: dict[str, int] | None = None
+        n = len(self.raw_ids)
+        self.texts = self.texts or [""] * n
+        self.alt_ids = self.alt_ids or [""] * n
+        if not (n == len(self.titles) == len(self.texts) == len(self.alt_ids)):
+            raise DataError("Catalog: raw_ids, titles, texts and alt_ids must have the same length")
+        self._index: dict[str, dict] = {}
 
     def __len__(self) -> int:
         return len(self.raw_ids)
 
+    def _lookup(self, kind: str) -> dict:
+        """``kind`` (raw / alt / title) -> {key: [internal ids]} built on first use."""
+        if kind not in self._index:
+            column = {"raw": self.raw_ids, "alt": self.alt_ids, "title": self.titles}[kind]
+            table: dict[str, list[int]] = {}
+            for i, value in enumerate(column):
+                if value:
+                    table.setdefault(value.strip().lower() if kind == "title" else value, []).append(i)
+            self._index[kind] = table
+        return self._index[kind]
+
     def index_of_raw(self, raw_id: str) -> int:
         """Internal id of a raw item id. Raises ``KeyError`` naming the id if unknown."""
-        if self._by_raw is None:
-            self._by_raw = {r: i for i, r in enumerate(self.raw_ids)}
-        try:
-            return self._by_raw[str(raw_id)]
-        except KeyError:
-            raise KeyError(f"unknown item id {raw_id!r} (not in the catalog of {len(self)} items)") from None
+        hit = self._lookup("raw").get(str(raw_id))
+        if not hit:
+            raise KeyError(f"unknown item id {raw_id!r} (not in the catalog of {len(self)} items)")
+        return hit[0]
 
     def index_of_title(self, title: str) -> int:
-        """Internal id of an item by exact (case-insensitive, stripped) title; first match wins."""
-        if self._by_title is None:
-            self._by_title = {}
-            for i, t in enumerate(self.titles):
-                if t:
-                    self._by_title.setdefault(t.strip().lower(), i)
-        try:
-            return self._by_title[title.strip().lower()]
-        except KeyError:
-            raise KeyError(f"no item with title {title!r}") from None
+        """Internal id of an item by exact (case-insensitive, stripped) title.
+
+        Raises:
+            KeyError: no item has this title, or several do (the message lists their raw ids).
+        """
+        hit = self._lookup("title").get(title.strip().lower(), [])
+        if len(hit) > 1:
+            ids = ", ".join(self.raw_ids[i] for i in hit[:10])
+            raise KeyError(f"title {title!r} is ambiguous: {len(hit)} items have it (raw ids {ids}); use a raw id")
+        if not hit:
+            raise KeyError(f"no item with title {title!r}")
+        return hit[0]
 
     def resolve(self, ref: str | int) -> int:
-        """Resolve a raw id or an exact title to an internal id (raw id takes precedence)."""
+        """Internal id of a raw id, an alternate id or an exact title, tried in this order.
+
+        Raises:
+            KeyError: nothing matches, or the title is ambiguous (the message says which).
+        """
+        ref = str(ref)
+        for kind in ("raw", "alt"):
+            hit = self._lookup(kind).get(ref)
+            if hit and (kind == "raw" or len(hit) == 1):
+                return hit[0]
         try:
-            return self.index_of_raw(str(ref))
-        except KeyError:
-            pass
-        try:
-            return self.index_of_title(str(ref))
-        except KeyError:
-            raise KeyError(f"{ref!r} is neither a raw item id nor an exact item title in the catalog") from None
+            return self.index_of_title(ref)
+        except KeyError as e:
+            if "ambiguous" in str(e.args[0]):
+                raise
+            raise KeyError(
+                f"{ref[:200]!r} is neither a raw item id, an alternate id nor an exact item title in the catalog"
+            ) from None
 
     def search(self, query: str, limit: int = 20) -> list[int]:
         """Internal ids whose title contains ``query`` (case-insensitive), in id order."""
@@ -123,6 +148,35 @@ class PreparedData:
             return [s[:-1] for s in self.sequences], [s[-1] for s in self.sequences]
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the catalog (raw ids, titles, texts), the users and their sequences.
+
+        The leave-one-out split is a function of the sequences, so two data sets with the same fingerprint give
+        every model the same training data, candidates and targets. Cached after the first call.
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            cached = data_fingerprint(self.catalog, self.users, self.sequences)
+            self.__dict__["_fingerprint"] = cached
+        return cached
+
+    def subsample(self, n: int, seed: int) -> PreparedData:
+        """The same data restricted to ``n`` random users (fixed by ``seed``), in their original order.
+
+        Returns ``self`` when ``n`` <= 0 or ``n`` >= the number of users. The catalog is shared.
+        """
+        if n <= 0 or n >= self.num_users:
+            return self
+        keep = sorted(np.random.default_rng(seed).choice(self.num_users, n, replace=False).tolist())
+        return PreparedData(
+            catalog=self.catalog,
+            users=[self.users[i] for i in keep],
+            sequences=[self.sequences[i] for i in keep],
+            stats=self.stats,
+            meta=self.meta,
+        )
+
     def item_popularity(self) -> np.ndarray:
         """Interaction counts per item over the training parts only, shape ``[num_items]`` (int64)."""
         counts = np.zeros(self.num_items, dtype=np.int64)
@@ -132,29 +186,79 @@ class PreparedData:
         return counts
 
 
-def save_prepared(data: PreparedData, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``out_dir`` atomically: a temp dir next to it is filled, then renamed into place."""
+def data_fingerprint(catalog: Catalog, users: Sequence[str], sequences: Sequence[Sequence[int]]) -> str:
+    """SHA-256 hex digest of a prepared data set's content (see ``PreparedData.fingerprint``)."""
+    h = hashlib.sha256(b"llmrec-data-v1\0")
+    for column in (catalog.raw_ids, catalog.alt_ids, catalog.titles, catalog.texts, users):
+        h.update(len(column).to_bytes(8, "little"))
+        h.update("\0".join(column).encode("utf-8") + b"\1")
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    h.update(lengths.tobytes())
+    h.update(np.fromiter((i for s in sequences for i in s), dtype=np.int64, count=int(lengths.sum())).tobytes())
+    return h.hexdigest()
+
+
+def save_catalog(catalog: Catalog, path: str | os.PathLike) -> None:
+    """Write ``catalog`` as Parquet (item_id, raw_id, title, text) to ``path`` (temp file + rename)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = Path(out_dir)
-    if out.exists() and not overwrite and any(out.iterdir()):
-        raise DataError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(np.arange(len(catalog), dtype=np.int32)),
+                "raw_id": pa.array(catalog.raw_ids, pa.string()),
+                "title": pa.array(catalog.titles, pa.string()),
+                "text": pa.array(catalog.texts, pa.string()),
+                "alt_id": pa.array(catalog.alt_ids, pa.string()),
+            }
+        ),
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_catalog(path: str | os.PathLike) -> Catalog:
+    """Read a catalog written by ``save_catalog``."""
+    import pyarrow.parquet as pq
+
+    cat = pq.read_table(path)
+    return Catalog(
+        raw_ids=cat.column("raw_id").to_pylist(),
+        titles=cat.column("title").to_pylist(),
+        texts=cat.column("text").to_pylist(),
+        alt_ids=cat.column("alt_id").to_pylist() if "alt_id" in cat.column_names else [],
+    )
+
+
+def save_prepared(data: PreparedData, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``out_dir`` atomically and return ``out_dir``.
+
+    The files are written into a temporary directory next to ``out_dir``, fsynced, and renamed into place; an old
+    data set there is removed only after the new one is in place. ``overwrite`` replaces only a directory written by
+    ``llmrec prepare`` that holds nothing else; the rules (and the clean-up of killed runs) are in
+    ``llmrec.data.outdir``.
+
+    Raises:
+        DataError: ``out_dir`` is refused (not empty without ``overwrite``, not a prepared data set, holds other
+            files, is a file, the working directory or a parent of it, a mount point, not writable).
+        OSError: the file system fails while writing (nothing is left half-written).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import llmrec.data.outdir as outdir
+    from llmrec.files import replace_dir
+
+    outdir.recover(outdir.resolve_output(out_dir))  # a data set a killed replace left aside counts as present
+    target = outdir.check_output_dir(out_dir, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    outdir.clean_stale(target)
+    tmp = outdir.make_temp_dir(target)
     try:
-        cat = data.catalog
-        pq.write_table(
-            pa.table(
-                {
-                    "item_id": pa.array(np.arange(len(cat), dtype=np.int32)),
-                    "raw_id": pa.array(cat.raw_ids, pa.string()),
-                    "title": pa.array(cat.titles, pa.string()),
-                    "text": pa.array(cat.texts, pa.string()),
-                }
-            ),
-            tmp / "catalog.parquet",
-        )
+        save_catalog(data.catalog, tmp / "catalog.parquet")
         seqs = data.sequences
         pq.write_table(
             pa.table(
@@ -169,19 +273,14 @@ def save_prepared(data: PreparedData, out_dir: str | os.PathLike, overwrite: boo
             tmp / "sequences.parquet",
         )
         (tmp / "stats.json").write_text(json.dumps(data.stats, indent=2) + "\n")
-        meta = {"format_version": FORMAT_VERSION, **data.meta}
+        meta = {"format_version": FORMAT_VERSION, **data.meta, "fingerprint": data.fingerprint}
+        meta["files"] = list(outdir.PREPARED_FILES)  # what llmrec wrote: all that --overwrite may replace
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+    return Path(out_dir)
 
 
 def _flat_list_column(table, name: str) -> list[list[int]]:
@@ -191,45 +290,53 @@ def _flat_list_column(table, name: str) -> list[list[int]]:
     return [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); re-run `llmrec prepare`") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object; re-run `llmrec prepare`")
+    return value
+
+
 def load_prepared(path: str | os.PathLike) -> PreparedData:
-    """Load a directory written by ``llmrec prepare``. Raises ``DataError`` naming what is missing."""
+    """Load a directory written by ``llmrec prepare``.
+
+    Raises:
+        DataError: a file is missing, unreadable or not what ``prepare`` writes (the message names it).
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such prepared data directory (create it with `llmrec prepare`)")
     for name in ("catalog.parquet", "sequences.parquet", "stats.json", "meta.json"):
         if not (path / name).is_file():
             raise DataError(f"{path} is not a prepared data set: {name} is missing (create it with `llmrec prepare`)")
-    meta = json.loads((path / "meta.json").read_text())
+    meta = _read_json(path / "meta.json")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"{path / 'meta.json'}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}; "
             "re-run `llmrec prepare`"
         )
-    cat = pq.read_table(path / "catalog.parquet")
-    catalog = Catalog(
-        raw_ids=cat.column("raw_id").to_pylist(),
-        titles=cat.column("title").to_pylist(),
-        texts=cat.column("text").to_pylist(),
-    )
-    seq = pq.read_table(path / "sequences.parquet", columns=["user", "items"])
+    try:
+        catalog = load_catalog(path / "catalog.parquet")
+    except (pa.ArrowException, KeyError) as e:
+        raise DataError(
+            f"{path / 'catalog.parquet'}: unreadable or missing a column ({e}); re-run `llmrec prepare`"
+        ) from None
+    try:
+        seq = pq.read_table(path / "sequences.parquet", columns=["user", "items"])
+    except (pa.ArrowException, KeyError) as e:
+        raise DataError(
+            f"{path / 'sequences.parquet'}: unreadable or missing a column ({e}); re-run `llmrec prepare`"
+        ) from None
     return PreparedData(
         catalog=catalog,
         users=seq.column("user").to_pylist(),
         sequences=_flat_list_column(seq, "items"),
-        stats=json.loads((path / "stats.json").read_text()),
+        stats=_read_json(path / "stats.json"),
         meta=meta,
     )
-
-
-def pad_histories(histories: Sequence[Sequence[int]], max_len: int, pad: int, left: bool = True) -> np.ndarray:
-    """Truncate each history to its last ``max_len`` items and pad to ``[B, max_len]`` (left padding by default)."""
-    out = np.full((len(histories), max_len), pad, dtype=np.int64)
-    for i, h in enumerate(histories):
-        h = list(h)[-max_len:]
-        if not h:
-            continue
-        if left:
-            out[i, max_len - len(h) :] = h
-        else:
-            out[i, : len(h)] = h
-    return out

@@ -8,6 +8,10 @@ Protocol (all pure functions of their inputs):
    leave-one-out split leaves at least one training item). Items left with no interactions vanish.
 4. Contiguous internal item ids ``0..N-1`` in natural order of raw ids (numeric order when all raw ids are
    integers), users in the same natural order of raw user ids.
+
+``stats`` records how many kept items the titles file matched (``titles_matched``, with ``titles_file``) and a
+``warnings`` list (e.g. a titles file that matches no item); ``meta`` records how the text inputs were decoded
+(``encoding``: ``"utf-8"``, ``"latin-1 (fallback)"``..., ``"mixed"`` when files differ; ``encodings`` per file).
 """
 
 from __future__ import annotations
@@ -81,15 +85,10 @@ def dedup_first(seqs: dict[str, list[str]]) -> dict[str, list[str]]:
     return {u: list(dict.fromkeys(s)) for u, s in seqs.items()}
 
 
-def build_prepared(
-    log: RawLog,
-    kcore_k: int = 0,
-    min_seq_len: int = 3,
-    dataset: str = "custom",
-    options: dict | None = None,
-    dedup: bool = False,
-) -> PreparedData:
-    """Apply the protocol above and return a ``PreparedData`` with stats (what each filter removed).
+def apply_filters(
+    log: RawLog, kcore_k: int = 0, min_seq_len: int = 3, dedup: bool = False
+) -> tuple[dict[str, list[str]], dict[str, int], dict[str, dict[str, int]]]:
+    """Steps 1-3 of the protocol: ``(user -> raw item ids, raw counts, what each filter removed)``.
 
     Raises:
         DataError: if a filter leaves no users, naming the filter.
@@ -118,7 +117,23 @@ def build_prepared(
         raise DataError(
             f"{log.source}: the min_seq_len={min_seq_len} filter removed every user ({before['users']} users before)"
         )
+    return seqs, raw, filters
 
+
+def build_prepared(
+    log: RawLog,
+    kcore_k: int = 0,
+    min_seq_len: int = 3,
+    dataset: str = "custom",
+    options: dict | None = None,
+    dedup: bool = False,
+) -> PreparedData:
+    """Apply the protocol above and return a ``PreparedData`` with stats (what each filter removed).
+
+    Raises:
+        DataError: if a filter leaves no users, naming the filter.
+    """
+    seqs, raw, filters = apply_filters(log, kcore_k=kcore_k, min_seq_len=min_seq_len, dedup=dedup)
     raw_items = natural_order({i for s in seqs.values() for i in s})
     index = {r: n for n, r in enumerate(raw_items)}
     users = natural_order(seqs)
@@ -127,8 +142,10 @@ def build_prepared(
         raw_ids=raw_items,
         titles=[log.titles.get(r, "") for r in raw_items],
         texts=[log.texts.get(r, "") for r in raw_items],
+        alt_ids=[log.alt_ids.get(r, "") for r in raw_items],
     )
     lengths = np.array([len(s) for s in sequences])
+    titles_stats, warnings = titles_report(log, raw_items)
     stats = {
         "dataset": dataset,
         "users": len(users),
@@ -137,9 +154,37 @@ def build_prepared(
         "density": float(lengths.sum() / (len(users) * len(raw_items))),
         "seq_len": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 4), "max": int(lengths.max())},
         "items_with_title": sum(1 for t in catalog.titles if t),
+        **titles_stats,
         "raw": raw,
         "removed_by_filter": filters,
         "split": "leave-one-out: train = s[:-2], valid = s[-2], test = s[-1] (chronological per user)",
+        "warnings": warnings,
     }
-    meta = {"dataset": dataset, "source": log.source, "options": dict(options or {})}
+    meta = {"dataset": dataset, "source": log.source, "options": dict(options or {}), **encoding_report(log)}
     return PreparedData(catalog=catalog, users=users, sequences=sequences, stats=stats, meta=meta)
+
+
+def titles_report(log: RawLog, raw_items: list[str]) -> tuple[dict, list[str]]:
+    """``({"titles_file", "titles_entries", "titles_matched"}, warnings)``: how many kept items the titles matched."""
+    if not log.titles_source:
+        return {}, []
+    matched = sum(1 for r in raw_items if r in log.titles)
+    report = {"titles_file": log.titles_source, "titles_entries": len(log.titles), "titles_matched": matched}
+    warnings = []
+    if not log.titles:
+        warnings.append(f"titles file {log.titles_source} has no entries; the items have no titles")
+    elif matched == 0:
+        ours, theirs = ", ".join(raw_items[:3]), ", ".join(list(log.titles)[:3])
+        warnings.append(
+            f"titles file {log.titles_source} matches none of the {len(raw_items)} items: its {len(log.titles)} ids "
+            f"({theirs}, ...) are not item ids ({ours}, ...); check that it belongs to this data set and its id column"
+        )
+    return report, warnings
+
+
+def encoding_report(log: RawLog) -> dict:
+    """``{"encoding": ..., "encodings": {file: how decoded}}`` for the text files read; ``{}`` for binary inputs."""
+    if not log.encodings:
+        return {}
+    kinds = set(log.encodings.values())
+    return {"encoding": kinds.pop() if len(kinds) == 1 else "mixed", "encodings": dict(log.encodings)}

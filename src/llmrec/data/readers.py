@@ -2,18 +2,20 @@
 
 A ``RawLog`` is a flat interaction log (parallel lists ``users``, ``items``, optional ``times``) plus
 item titles/texts keyed by raw item id. Ordering, filtering and splitting happen later in ``processing``.
-Every parse error raises ``DataError`` with ``file:line`` and what was expected.
+Every parse error raises ``DataError`` with ``file:line`` and what was expected. Each reader records how it decoded
+every text file it read in ``RawLog.encodings`` (``"utf-8"``, ``"latin-1 (fallback)"`` or the forced encoding) and
+the titles file in ``RawLog.titles_source``, so ``prepare`` can report both. Table formats (CSV, Parquet, Hugging
+Face datasets) live in ``llmrec.data.tables`` and ``llmrec.data.hf``.
 """
 
 from __future__ import annotations
 
 import ast
-import csv
 import gzip
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +29,26 @@ class RawLog:
     times: list[float] | None = None
     titles: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+    alt_ids: dict[str, str] = field(default_factory=dict)  # raw item id -> alternate id (e.g. ASIN)
     source: str = ""
+    titles_source: str = ""  # the titles/metadata file the titles came from ("" = none given)
+    encodings: dict[str, str] = field(default_factory=dict)  # text file -> how it was decoded
 
     def __len__(self) -> int:
         return len(self.users)
 
 
-def open_text(path: str | os.PathLike, encoding: str | None = None) -> io.TextIOBase:
-    """Open a (optionally .gz) text file. Without ``encoding``: UTF-8 if the bytes decode, else Latin-1.
+LATIN1_FALLBACK = "latin-1 (fallback)"
 
-    Latin-1 maps every byte, so legacy files (MovieLens) never fail to decode.
+
+def read_text(path: str | os.PathLike, encoding: str | None = None) -> tuple[str, str]:
+    """``(text, how it was decoded)`` of an (optionally .gz) text file; a leading BOM is dropped.
+
+    Without ``encoding``: UTF-8 if the bytes decode, else Latin-1, reported as ``"latin-1 (fallback)"``. Latin-1
+    maps every byte, so legacy files (MovieLens) never fail to decode.
+
+    Raises:
+        DataError: the file does not exist, or it does not decode with the forced ``encoding``.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,33 +58,50 @@ def open_text(path: str | os.PathLike, encoding: str | None = None) -> io.TextIO
         raw = f.read()
     if encoding is None:
         try:
-            text = raw.decode("utf-8")
+            text, how = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
-            text = raw.decode("latin-1")
+            text, how = raw.decode("latin-1"), LATIN1_FALLBACK
     else:
         try:
-            text = raw.decode(encoding)
+            text, how = raw.decode(encoding), encoding
         except (UnicodeDecodeError, LookupError) as e:
             raise DataError(f"{path}: cannot decode as {encoding}: {e}") from e
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    return text.removeprefix("\ufeff"), how
+
+
+def open_text(
+    path: str | os.PathLike, encoding: str | None = None, used: dict[str, str] | None = None
+) -> io.TextIOBase:
+    """The decoded text of ``path`` (see ``read_text``) as a file object; ``used[str(path)]`` gets how it was decoded."""
+    text, how = read_text(path, encoding)
+    if used is not None:
+        used[str(path)] = how
     return io.StringIO(text)
 
 
-def _lines(path: str | os.PathLike, encoding: str | None = None) -> Iterator[tuple[int, str]]:
+def _lines(
+    path: str | os.PathLike, encoding: str | None = None, used: dict[str, str] | None = None
+) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without newline), skipping blank lines."""
-    with open_text(path, encoding) as f:
+    with open_text(path, encoding, used) as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
             if line.strip():
                 yield n, line
 
 
-def _time(value: str, path, n: int, what: str = "timestamp") -> float:
+def as_number(value, at: str, what: str = "timestamp") -> float:
+    """``value`` as a float (datetimes, e.g. from Arrow timestamp columns, as POSIX seconds); ``at`` names the place."""
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
     try:
         return float(value)
-    except ValueError:
-        raise DataError(f"{path}:{n}: expected a numeric {what}, got {value!r}") from None
+    except (TypeError, ValueError):
+        raise DataError(f"{at}: expected a numeric {what}, got {value!r}") from None
+
+
+def _time(value, path, n: int, what: str = "timestamp") -> float:
+    return as_number(value, f"{path}:{n}", what)
 
 
 def read_sequences(
@@ -84,7 +113,7 @@ def read_sequences(
     ``text``/``description`` column kept as extra text), or headerless ``item_id<TAB>title``.
     """
     log = RawLog(source=str(path))
-    for n, line in _lines(path, encoding):
+    for n, line in _lines(path, encoding, log.encodings):
         parts = line.split()
         if len(parts) < 2:
             raise DataError(
@@ -94,20 +123,34 @@ def read_sequences(
         log.users.extend([user] * (len(parts) - 1))
         log.items.extend(parts[1:])
     if titles_path:
-        log.titles, log.texts = read_titles_tsv(titles_path, encoding)
+        log.titles, log.texts, log.alt_ids = read_titles_tsv(titles_path, encoding, log.encodings)
+        log.titles_source = str(titles_path)
     return log
 
 
-def read_titles_tsv(path: str | os.PathLike, encoding: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+ALT_ID_COLUMNS = ("asin", "parent_asin", "alt_id", "business_id")
+
+
+def read_titles_tsv(
+    path: str | os.PathLike, encoding: str | None = None, used: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """``(titles, texts, alt_ids)`` keyed by item id, from a titles TSV (see ``read_sequences``).
+
+    With a header, an ``asin`` / ``parent_asin`` / ``alt_id`` / ``business_id`` column becomes the items' alternate
+    id (S3-Rec's Beauty titles file maps its numeric ids to ASINs this way).
+    """
     titles: dict[str, str] = {}
     texts: dict[str, str] = {}
-    rows = list(_lines(path, encoding))
+    alt_ids: dict[str, str] = {}
+    rows = list(_lines(path, encoding, used))
     if not rows:
-        return titles, texts
+        return titles, texts, alt_ids
     header = [h.strip().lower() for h in rows[0][1].split("\t")]
+    alt_col = None
     if "item_id" in header and "title" in header:
         id_col, title_col = header.index("item_id"), header.index("title")
         text_col = next((header.index(c) for c in ("text", "description") if c in header), None)
+        alt_col = next((header.index(c) for c in ALT_ID_COLUMNS if c in header), None)
         rows = rows[1:]
     else:
         id_col, title_col, text_col = 0, 1, None
@@ -124,13 +167,15 @@ def read_titles_tsv(path: str | os.PathLike, encoding: str | None = None) -> tup
         titles[cols[id_col].strip()] = cols[title_col].strip()
         if text_col is not None and text_col < len(cols):
             texts[cols[id_col].strip()] = cols[text_col].strip()
-    return titles, texts
+        if alt_col is not None and alt_col < len(cols) and cols[alt_col].strip():
+            alt_ids[cols[id_col].strip()] = cols[alt_col].strip()
+    return titles, texts, alt_ids
 
 
 def _read_rating_lines(path: str | os.PathLike, sep: str, expected: str, encoding: str | None) -> RawLog:
     """``user SEP item SEP rating SEP timestamp`` lines (both MovieLens layouts); the rating is not kept."""
     log = RawLog(source=str(path), times=[])
-    for n, line in _lines(path, encoding):
+    for n, line in _lines(path, encoding, log.encodings):
         parts = line.split(sep)
         if len(parts) != 4:
             raise DataError(f"{path}:{n}: expected {expected}, got {line!r}")
@@ -148,15 +193,17 @@ def read_movielens_1m(
         ratings_path, "::", "'UserID::MovieID::Rating::Timestamp' (4 '::'-separated fields)", encoding
     )
     if movies_path:
-        log.titles, log.texts = read_movies_dat(movies_path, encoding)
+        log.titles, log.texts = read_movies_dat(movies_path, encoding, log.encodings)
+        log.titles_source = str(movies_path)
     return log
 
 
 def read_movies_dat(
-    path: str | os.PathLike, encoding: str | None = "latin-1"
+    path: str | os.PathLike, encoding: str | None = "latin-1", used: dict[str, str] | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
+    """``(titles, texts)`` from MovieLens-1M ``movies.dat``; the text is ``"Genres: a, b"``."""
     titles, texts = {}, {}
-    for n, line in _lines(path, encoding):
+    for n, line in _lines(path, encoding, used):
         parts = line.split("::")
         if len(parts) != 3:
             raise DataError(f"{path}:{n}: expected 'MovieID::Title::Genres' (3 '::'-separated fields), got {line!r}")
@@ -173,7 +220,7 @@ def read_movielens_100k(
     if item_path:
         genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
                   "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]  # fmt: skip
-        for n, line in _lines(item_path, encoding):
+        for n, line in _lines(item_path, encoding, log.encodings):
             parts = line.split("|")
             if len(parts) < 2:
                 raise DataError(f"{item_path}:{n}: expected 'item|title|release date|...|genre flags', got {line!r}")
@@ -182,12 +229,15 @@ def read_movielens_100k(
             names = [g for g, f in zip(genres, flags) if f.strip() == "1"]
             if names:
                 log.texts[parts[0]] = "Genres: " + ", ".join(names)
+        log.titles_source = str(item_path)
     return log
 
 
-def _json_records(path: str | os.PathLike, encoding: str | None = None) -> Iterator[tuple[int, dict]]:
+def _json_records(
+    path: str | os.PathLike, encoding: str | None = None, used: dict[str, str] | None = None
+) -> Iterator[tuple[int, dict]]:
     """JSON lines; also accepts the 2014 Amazon metadata's Python-literal lines (single quotes)."""
-    for n, line in _lines(path, encoding):
+    for n, line in _lines(path, encoding, used):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -200,79 +250,55 @@ def _json_records(path: str | os.PathLike, encoding: str | None = None) -> Itera
         yield n, rec
 
 
+# Amazon review field names (user, item, time) by release; a file's first record decides which one it follows.
+AMAZON_FIELDS = {
+    "2014/2018": ("reviewerID", "asin", "unixReviewTime"),
+    "2023": ("user_id", "parent_asin", "timestamp"),
+}
+
+
+def item_text(rec: dict) -> str:
+    """Extra text of an Amazon-style metadata record: its ``features`` then its ``description`` (strings or lists)."""
+    parts = []
+    for key in ("features", "feature", "description"):
+        value = rec.get(key)
+        if isinstance(value, (list, tuple)):
+            value = " ".join(str(v) for v in value if v)
+        if value:
+            parts.append(str(value).strip())
+    return " ".join(parts)
+
+
 def read_amazon(
     reviews_path: str | os.PathLike, meta_path: str | os.PathLike | None = None, encoding: str | None = None
 ) -> RawLog:
-    """Amazon reviews JSON lines (2014 ``reviews_X_5.json(.gz)`` and 2018 style): ``reviewerID``, ``asin``, ``unixReviewTime``.
+    """Amazon reviews JSON lines: 2014 (``reviews_X_5.json.gz``) and 2018 style (``reviewerID``, ``asin``,
+    ``unixReviewTime``) or 2023 style (``user_id``, ``parent_asin``, ``timestamp`` in milliseconds).
 
-    Metadata JSON lines (``asin``, ``title``, optional ``description``) give titles and extra text.
+    Metadata JSON lines (``asin`` or, 2023, ``parent_asin``; ``title``; optional ``features``/``description``) give
+    titles and extra text.
     """
     log = RawLog(source=str(reviews_path), times=[])
-    for n, rec in _json_records(reviews_path, encoding):
-        missing = [k for k in ("reviewerID", "asin", "unixReviewTime") if k not in rec]
+    fields = None
+    for n, rec in _json_records(reviews_path, encoding, log.encodings):
+        if fields is None:
+            fields = AMAZON_FIELDS["2023" if "parent_asin" in rec or "user_id" in rec else "2014/2018"]
+        missing = [k for k in fields if k not in rec]
         if missing:
-            raise DataError(
-                f"{reviews_path}:{n}: missing field(s) {missing}; expected reviewerID, asin, unixReviewTime"
-            )
-        log.users.append(str(rec["reviewerID"]))
-        log.items.append(str(rec["asin"]))
-        log.times.append(_time(str(rec["unixReviewTime"]), reviews_path, n, "unixReviewTime"))
+            raise DataError(f"{reviews_path}:{n}: missing field(s) {missing}; expected {', '.join(fields)}")
+        log.users.append(str(rec[fields[0]]))
+        log.items.append(str(rec[fields[1]]))
+        log.times.append(_time(rec[fields[2]], reviews_path, n, fields[2]))
     if meta_path:
-        for n, rec in _json_records(meta_path, encoding):
-            if "asin" not in rec:
-                raise DataError(f"{meta_path}:{n}: metadata record without 'asin'")
-            title = rec.get("title") or ""
-            log.titles[str(rec["asin"])] = str(title).strip()
-            desc = rec.get("description")
-            if isinstance(desc, list):
-                desc = " ".join(str(d) for d in desc)
-            if desc:
-                log.texts[str(rec["asin"])] = str(desc).strip()
-    return log
-
-
-def read_table(
-    path: str | os.PathLike,
-    user_col: str = "user_id",
-    item_col: str = "item_id",
-    time_col: str | None = "timestamp",
-    title_col: str | None = None,
-    sep: str = ",",
-    encoding: str | None = None,
-) -> RawLog:
-    """Generic CSV/TSV (by ``sep``) or Parquet (by ``.parquet`` suffix) with named user/item/time/title columns."""
-    path = Path(path)
-    wanted = [c for c in (user_col, item_col, time_col, title_col) if c]
-    log = RawLog(source=str(path), times=[] if time_col else None)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        if not path.is_file():
-            raise DataError(f"{path}: file not found")
-        table = pq.read_table(path)
-        missing = [c for c in wanted if c not in table.column_names]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; columns are {table.column_names}")
-        cols = {c: table.column(c).to_pylist() for c in wanted}
-        rows: Callable = lambda: ((i + 1, {c: cols[c][i] for c in wanted}) for i in range(table.num_rows))  # noqa: E731
-    else:
-        f = open_text(path, encoding)
-        reader = csv.DictReader(f, delimiter=sep)
-        header = reader.fieldnames or []
-        missing = [c for c in wanted if c not in header]
-        if missing:
-            raise DataError(f"{path}:1: missing column(s) {missing} in header {header}; set the column options")
-        rows = lambda: ((reader.line_num, r) for r in reader)  # noqa: E731
-    for n, r in rows():
-        user, item = r.get(user_col), r.get(item_col)
-        if user in (None, "") or item in (None, ""):
-            raise DataError(f"{path}:{n}: empty {user_col!r} or {item_col!r} field")
-        log.users.append(str(user))
-        log.items.append(str(item))
-        if time_col:
-            log.times.append(_time(str(r.get(time_col)), path, n, f"{time_col!r} column"))
-        if title_col and r.get(title_col) and str(item) not in log.titles:
-            log.titles[str(item)] = str(r[title_col]).strip()
+        for n, rec in _json_records(meta_path, encoding, log.encodings):
+            key = "parent_asin" if "parent_asin" in rec else "asin"
+            if key not in rec:
+                raise DataError(f"{meta_path}:{n}: metadata record without 'asin' or 'parent_asin'")
+            log.titles[str(rec[key])] = str(rec.get("title") or "").strip()
+            text = item_text(rec)
+            if text:
+                log.texts[str(rec[key])] = text
+        log.titles_source = str(meta_path)
     return log
 
 

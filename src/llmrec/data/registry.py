@@ -22,7 +22,8 @@ class Layout:
     reader: Callable[..., RawLog]
     files: dict[str, str]  # reader keyword -> file name (relative to the data set's folder)
     optional: tuple[str, ...] = ()  # reader keywords whose files may be absent
-    titles: tuple[Callable[..., tuple[dict, dict]], str] | None = None  # separate (titles reader, file), optional
+    # separate (titles reader, file), optional; reader(path, [encoding], used=dict) -> (titles, texts)
+    titles: tuple[Callable[..., tuple[dict, dict]], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,10 @@ def read_registered(name: str, data_dir: str | os.PathLike, encoding: str | None
                 kwargs["encoding"] = encoding
             log = layout.reader(**kwargs)
             if layout.titles and (folder / layout.titles[1]).is_file():
-                log.titles, log.texts = layout.titles[0](folder / layout.titles[1])
+                reader, path = layout.titles[0], folder / layout.titles[1]
+                enc = {} if encoding is None else {"encoding": encoding}
+                log.titles, log.texts = reader(path, used=log.encodings, **enc)
+                log.titles_source = str(path)
             return log
     expected = " OR ".join("{" + ", ".join(str(folder / f) for f in lay.files.values()) + "}" for lay in spec.layouts)
     raise DataError(

@@ -5,11 +5,11 @@
 ``loss(seqs, loss_type, generator)``; Pop has ``fit(train_sequences)`` instead.
 """
 
-from llmrec.modeling.baselines.base import ModelArgs, SequenceModel
-from llmrec.modeling.baselines.bert4rec import BERT4Rec
-from llmrec.modeling.baselines.gru4rec import GRU4Rec
-from llmrec.modeling.baselines.pop import Pop
-from llmrec.modeling.baselines.sasrec import SASRec
+from llmrec.baselines.base import ModelArgs, SequenceModel
+from llmrec.baselines.bert4rec import BERT4Rec
+from llmrec.baselines.gru4rec import GRU4Rec
+from llmrec.baselines.pop import Pop
+from llmrec.baselines.sasrec import SASRec
 
 MODELS = {"pop": Pop, "gru4rec": GRU4Rec, "sasrec": SASRec, "bert4rec": BERT4Rec}
 

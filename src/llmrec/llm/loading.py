@@ -19,13 +19,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers.utils import logging as hf_logging
+
+from llmrec.errors import ModelLoadError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
-
-
-class ModelLoadError(RuntimeError):
-    """The requested model cannot be loaded; the message says which model and what to do."""
 
 
 def cache_root() -> Path:
@@ -51,9 +53,6 @@ def materialize_gguf(gguf_path: Path, out_dir: Path) -> Path:
     ``save_pretrained`` refuses a model loaded with ``gguf_file=``, so a fresh model is built from its config and
     the dequantised state dict loaded into it. Written to a temp dir and renamed, so a crash leaves no half copy.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     src, name = str(gguf_path.parent), gguf_path.name
     logger.info("dequantising %s into %s (once)", gguf_path, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
@@ -101,15 +100,18 @@ def resolve_model_path(model: str, cache_dir: str | os.PathLike | None = None) -
 
 def load_tokenizer(model: str, local_files_only: bool = True, trust_remote_code: bool = False):
     """Tokenizer of ``model`` (embedded name, local dir or cached hub id)."""
-    from transformers import AutoTokenizer
-
     path = resolve_model_path(model)
     try:
         return AutoTokenizer.from_pretrained(
             path, local_files_only=local_files_only, trust_remote_code=trust_remote_code
         )
-    except OSError as e:
-        raise ModelLoadError(f"cannot load tokenizer {model!r} offline: {e}") from e
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot load the tokenizer of {model!r} offline: {_first_line(e)}") from e
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of a transformers error (its later lines are long advice about connecting to the hub)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def load_causal_lm(
@@ -119,7 +121,6 @@ def load_causal_lm(
     load_in_4bit: bool = False,
     local_files_only: bool = True,
     trust_remote_code: bool = False,
-    untie_lm_head: bool = False,
 ):
     """Load a causal LM and its tokenizer.
 
@@ -131,8 +132,6 @@ def load_causal_lm(
         load_in_4bit: QLoRA-style NF4 quantisation through bitsandbytes; needs CUDA.
         local_files_only: never touch the network.
         trust_remote_code: allow model code from the checkpoint (off by default).
-        untie_lm_head: give a tied LM head its own (frozen, equal) copy of the embedding matrix, so that item tokens
-            can have output rows separate from their input rows (see ``untie_output_embeddings``).
 
     Returns:
         ``(model, tokenizer)``.
@@ -140,18 +139,15 @@ def load_causal_lm(
     Raises:
         ModelLoadError: the model is not available offline, ``num_layers`` is out of range, or 4-bit without CUDA.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     path = resolve_model_path(model)
     try:
         config = AutoConfig.from_pretrained(
             path, local_files_only=local_files_only, trust_remote_code=trust_remote_code
         )
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a folder whose config.json names no known architecture
         raise ModelLoadError(
-            f"cannot load model {model!r} offline ({e}); pass a local directory, a model in the HF cache, "
-            f"or one of {sorted(EMBEDDED_MODELS)}"
+            f"cannot load model {model!r} offline ({_first_line(e)}); pass a local model directory, a model in the "
+            f"HF cache, or one of {sorted(EMBEDDED_MODELS)}"
         ) from e
     kwargs: dict = {"dtype": getattr(torch, dtype)}
     if num_layers is not None:
@@ -164,8 +160,6 @@ def load_causal_lm(
     if load_in_4bit:
         if not torch.cuda.is_available():
             raise ModelLoadError("load_in_4bit needs a CUDA GPU (bitsandbytes NF4); none is available here")
-        from transformers import BitsAndBytesConfig
-
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -173,8 +167,6 @@ def load_causal_lm(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    from transformers.utils import logging as hf_logging
-
     # Dropped layers show up as "unexpected keys" in the load report: expected here, so keep the log quiet.
     verbosity = hf_logging.get_verbosity()
     if num_layers is not None:
@@ -185,31 +177,7 @@ def load_causal_lm(
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-    if untie_lm_head:
-        untie_output_embeddings(lm)
     tokenizer = load_tokenizer(path, local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer
-
-
-def untie_output_embeddings(model) -> bool:
-    """Make a tied LM head independent: its weight becomes a copy of the input embeddings (same values).
-
-    Call before ``resize_for_items``: the item tokens then get separate input and output rows, both initialised by
-    ``init_item_embeddings`` and both trained (peft ``trainable_token_indices`` on the two layers). The copy costs one
-    extra ``[vocab, D]`` matrix. Returns True when the head was tied (and is now untied), False otherwise.
-    """
-    from torch import nn
-
-    from llmrec.modeling.item_tokens import is_tied
-
-    if not is_tied(model):
-        return False
-    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
-    model.config.tie_word_embeddings = False
-    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
-    if text_config is not None:
-        text_config.tie_word_embeddings = False
-    out.weight = nn.Parameter(inp.weight.detach().clone(), requires_grad=inp.weight.requires_grad)
-    return True

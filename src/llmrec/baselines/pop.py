@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from llmrec.modeling.baselines.base import ModelArgs
+from llmrec.baselines.base import ModelArgs
 
 
 class Pop(nn.Module):

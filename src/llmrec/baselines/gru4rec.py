@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.modeling.baselines.base import ModelArgs, SequenceModel
-from llmrec.modeling.baselines.sasrec import init_weights
+from llmrec.baselines.base import ModelArgs, SequenceModel
+from llmrec.baselines.sasrec import init_weights
 
 
 class GRU4Rec(SequenceModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.modeling.baselines.base import ModelArgs, SequenceModel
+from llmrec.baselines.base import ModelArgs, SequenceModel
 
 
 def transformer_stack(args: ModelArgs) -> nn.TransformerEncoder:

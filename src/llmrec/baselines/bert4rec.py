@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from llmrec.modeling.baselines.base import ModelArgs, SequenceModel, right_pad, token_loss
-from llmrec.modeling.baselines.sasrec import init_weights, transformer_stack
+from llmrec.baselines.base import ModelArgs, SequenceModel, right_pad, token_loss
+from llmrec.baselines.sasrec import init_weights, transformer_stack
 
 
 class BERT4Rec(SequenceModel):

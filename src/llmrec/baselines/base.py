@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrec.data import pad_histories
+from llmrec.batching import pad_sequences
 
 
 @dataclass
@@ -32,10 +32,8 @@ class ModelArgs:
 
 def right_pad(seqs: Sequence[Sequence[int]], max_len: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the last ``max_len`` items of each sequence and right-pad: ``([B, L], lengths [B])``, L = longest kept."""
-    lengths = [min(len(s), max_len) for s in seqs]
-    width = max(max(lengths, default=1), 1)
-    items = torch.from_numpy(pad_histories(seqs, width, pad, left=False))
-    return items, torch.tensor(lengths, dtype=torch.int64)
+    items, mask = pad_sequences(seqs, pad, max_len=max_len)
+    return items, mask.sum(1)
 
 
 class SequenceModel(nn.Module):

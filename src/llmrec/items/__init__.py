@@ -1,0 +1,1 @@
+"""Item identity: atomic item tokens (``atomic``), their initial rows (``init``), co-occurrence factors."""

@@ -1,0 +1,176 @@
+"""``TrainConfig``: every option of ``llmrec train``. The defaults ARE the selected recipe.
+
+The selected recipe (docs/results.md, "Collaborative initialisation"; run CF512-S4 on Amazon Beauty): SmolLM2-135M
+cut to its first 4 layers, LoRA r=8 on the attention projections, one token per item whose row starts from the
+title's token embeddings plus 512 co-occurrence factors (scale 4), the ``compact_bos`` prompt, 30% of the history
+items hidden while training, label smoothing 0.3, AdamW lr 1e-3 with a warmup-stable-decay schedule (decay over the
+last half), 6 epochs at batch 32. ``llmrec train --data D --output_dir R`` runs it; a YAML file or flags override
+single fields. Validation runs on the main process against the shared evaluator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from llmrec.config import ConfigError
+
+OBJECTIVES = ("sequence", "sft")
+SCHEDULES = ("constant", "linear", "cosine", "wsd")
+MASK_FILLS = ("zero", "mean")
+DTYPES = ("float32", "bfloat16", "float16")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    data: str = field(default="", metadata={"help": "Prepared data directory (from `llmrec prepare`)."})
+    output_dir: str = field(
+        default="", metadata={"help": "Run directory to write (adapter, tokenizer, metrics).", "aliases": ["--out"]}
+    )
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Embedded model name (smollm2-135m), local model dir, or hub id in the local cache."},
+    )
+    num_layers: int | None = field(
+        default=4,
+        metadata={"help": "Keep only the first N decoder layers (at most the model's depth; the recipe uses 4)."},
+    )
+    dtype: str = field(default="float32", metadata={"help": f"Weights dtype: {', '.join(DTYPES)}."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the checkpoint."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: NF4 base weights via bitsandbytes (CUDA)."})
+    prompt: str = field(
+        default="compact_bos",
+        metadata={"help": "Prompt template name (prompts/*.txt) or path; compact_bos: item tokens after one BOS."},
+    )
+    max_history: int = field(default=20, metadata={"help": "History items kept in a prompt (most recent)."})
+    max_prompt_tokens: int | None = field(default=None, metadata={"help": "Drop oldest items beyond this length."})
+    item_init: str = field(
+        default="title", metadata={"help": "Item row init: title (token-embedding mean) or random."}
+    )
+    item_cf_dim: int = field(
+        default=512,
+        metadata={
+            "help": "Co-occurrence factors of the training sequences added to the initial item rows (0: off; at "
+            "most the hidden size and the number of items - 1, lowered to fit with a note; docs/llm.md)."
+        },
+    )
+    item_cf_scale: float = field(
+        default=4.0, metadata={"help": "Mean norm of the added co-occurrence part, relative to the initial rows."}
+    )
+    item_cf_window: int = field(
+        default=3, metadata={"help": "Co-occurrence: items at most this many positions apart."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default="attention",
+        metadata={
+            "help": "Modules that get LoRA: 'attention' (the attention projections of any architecture), "
+            "'all-linear', or a comma-separated list of module names (e.g. q_proj,v_proj)."
+        },
+    )
+    embed_dropout: float = field(default=0.0, metadata={"help": "Dropout on input embeddings while training."})
+    item_mask_prob: float = field(
+        default=0.3, metadata={"help": "Hide each history item's input embedding with this probability (training)."}
+    )
+    item_mask_fill: str = field(
+        default="zero",
+        metadata={
+            "help": "A hidden item's input: zero (the selected recipe; keep a BOS token at position 0) or mean "
+            "(the mean item row; needed from ~14 layers on, docs/llm.md)."
+        },
+    )
+    label_smoothing: float = field(default=0.3, metadata={"help": "Label smoothing of the next-item cross-entropy."})
+    objective: str = field(
+        default="sequence",
+        metadata={"help": "sequence: one pass per user, loss at every item; sft: one prompt per target."},
+    )
+    epochs: float = field(default=6.0, metadata={"help": "Training epochs (fractions allowed)."})
+    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps."})
+    batch_size: int = field(default=32, metadata={"help": "Examples per optimizer step, over all processes."})
+    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step and process."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    lr_schedule: str = field(
+        default="wsd",
+        metadata={
+            "help": "constant, linear or cosine decay, or wsd (constant, then linear decay over decay_fraction)."
+        },
+    )
+    decay_fraction: float = field(default=0.5, metadata={"help": "wsd: final fraction of the steps spent decaying."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of the LoRA matrices."})
+    item_weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of the item rows."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping (0: off)."})
+    mixed_precision: str = field(
+        default="no", metadata={"help": f"Accelerate mixed precision: {', '.join(MIXED_PRECISION)}."}
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    seed: int = field(default=0, metadata={"help": "Seed for init, data order and dropout."})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
+    eval_every: int = field(default=370, metadata={"help": "Validate every N steps (0: at the end of each epoch)."})
+    eval_users: int = field(
+        default=3000, metadata={"help": "Validation subsample (random, fixed by seed) for model selection; 0: all."}
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per forward pass when scoring."})
+    patience: int = field(default=0, metadata={"help": "Stop after N validations without NDCG@10 gain (0: off)."})
+    save_every: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at each validation)."})
+    resume: bool = field(default=False, metadata={"help": "Continue from output_dir/checkpoint exactly."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace the llmrec run in output_dir (after checks)."})
+    test_users: int = field(default=0, metadata={"help": "Final test evaluation users (0: all, -1: skip)."})
+    log_every: int = field(default=10, metadata={"help": "Log loss every N steps."})
+    max_train_users: int | None = field(default=None, metadata={"help": "Use only the first N users (debug)."})
+    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+
+    def __post_init__(self):
+        if not self.data:
+            raise ConfigError("data: a prepared data directory is required (--data DIR)")
+        if not self.output_dir:
+            raise ConfigError("output_dir: a run directory is required (--output_dir DIR)")
+        for f in fields(self):  # nan and inf pass most range checks below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name}: must be a finite number, got {value}")
+        choices = {
+            "objective": OBJECTIVES,
+            "lr_schedule": SCHEDULES,
+            "item_init": ("title", "random"),
+            "item_mask_fill": MASK_FILLS,
+            "dtype": DTYPES,
+            "mixed_precision": MIXED_PRECISION,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("batch_size", "grad_accum", "max_history", "lora_r", "lora_alpha", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("num_layers", "max_steps", "max_prompt_tokens", "max_train_users"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1 (or unset), got {getattr(self, name)}")
+        for name in ("eval_every", "eval_users", "patience", "save_every", "warmup_steps", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every: must be >= 1, got {self.log_every}")
+        if self.test_users < -1:
+            raise ConfigError(f"test_users: must be -1 (skip), 0 (all) or a user count, got {self.test_users}")
+        if not self.epochs > 0 and not self.max_steps:
+            raise ConfigError(f"epochs: must be > 0 (or set max_steps), got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"decay_fraction: must be in (0, 1], got {self.decay_fraction}")
+        for name in ("weight_decay", "item_weight_decay", "max_grad_norm", "item_cf_scale", "item_cf_dim"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.item_cf_window < 1:
+            raise ConfigError(f"item_cf_window: must be >= 1, got {self.item_cf_window}")
+        for name in ("lora_dropout", "embed_dropout", "item_mask_prob", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if not self.lora_target_modules.strip():
+            raise ConfigError("lora_target_modules: expected 'attention', 'all-linear' or module names")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume/overwrite: pass at most one of them")

@@ -1,0 +1,140 @@
+"""``ItemLM``: a causal LM seen as a next-item model over its item tokens.
+
+Shapes: ``B`` prompts, ``L`` tokens, ``D`` hidden size, ``N`` catalog items, ``T`` training targets in a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llmrec.batching import pad_sequences
+from llmrec.items.atomic import ItemVocab
+from llmrec.llm.config import MASK_FILLS
+
+
+def item_rows(layer: nn.Module, vocab: ItemVocab) -> torch.Tensor:
+    """Effective item rows [N, D] of an embedding/linear layer, seen through a peft trainable-tokens wrapper."""
+    adapter = getattr(layer, "token_adapter", None)
+    if adapter is not None and not adapter.disable_adapters and adapter.active_adapters:
+        name = adapter.active_adapters[0]
+        src = adapter.tied_adapter or adapter
+        if name in src.trainable_tokens_delta:
+            idx = src.token_indices[name]
+            if idx[0] == vocab.first_id and len(idx) == vocab.num_items and idx[-1] == vocab.end_id - 1:
+                return src.trainable_tokens_delta[name]
+    weight = layer.original_module.weight if hasattr(layer, "original_module") else layer.weight
+    return weight[vocab.first_id : vocab.end_id]
+
+
+class ItemLM(nn.Module):
+    """The LM seen as a next-item model: decoder hidden states dotted with the item tokens' output rows.
+
+    ``forward`` computes the summed next-item cross-entropy over the item-token vocabulary only, at every position
+    flagged in ``target_mask`` (the hidden state *before* each flagged item token predicts it). Keeping the loss
+    inside ``forward`` lets DDP/Accelerate wrap this module as a whole. ``score`` is the fast ranking path: one
+    forward pass, the last hidden state of each prompt against the item rows only (the text vocabulary is never
+    scored; for models that rescale logits monotonically, e.g. soft-capping, the order is the LM head's).
+
+    Args:
+        lm: the (peft-wrapped or merged) causal LM.
+        vocab: item token location.
+        embed_dropout: dropout on the input embeddings during training.
+        item_mask_prob: while training, each history item token's input embedding is replaced with this probability
+            (its target is kept). Unlike element-wise dropout this hides whole items, so a long training prefix
+            can't be memorised as a user fingerprint (the item-masking augmentation of CL4SRec/BERT4Rec).
+        item_mask_fill: what a hidden item's input becomes. ``zero``: a zero vector (the selected recipe; beware
+            that a zero vector at position 0 stays exactly zero through every layer and RMSNorm's backward at 0
+            blows the gradient up ~1000x per layer, so keep a BOS token first, as ``compact_bos`` does).
+            ``mean``: the mean of the current item rows (detached), an "unknown item"; stable at any depth.
+        label_smoothing: label smoothing of the next-item cross-entropy (spread over the item tokens only).
+    """
+
+    def __init__(
+        self,
+        lm,
+        vocab: ItemVocab,
+        embed_dropout: float = 0.0,
+        item_mask_prob: float = 0.0,
+        item_mask_fill: str = "zero",
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        if item_mask_fill not in MASK_FILLS:
+            raise ValueError(f"item_mask_fill must be one of {MASK_FILLS}, got {item_mask_fill!r}")
+        self.lm, self.vocab = lm, vocab
+        self.item_mask_fill, self.item_mask_prob = item_mask_fill, item_mask_prob
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.label_smoothing = label_smoothing
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        self.decoder = getattr(base, base.base_model_prefix)
+        self.tied = bool(getattr(base.config, "tie_word_embeddings", False)) or base.get_output_embeddings() is None
+        self._base = [base]  # a list: not registered as a submodule twice
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def item_weights(self) -> torch.Tensor:
+        """Output rows of the item tokens, [N, D] (differentiable)."""
+        base = self._base[0]
+        return item_rows(base.get_input_embeddings() if self.tied else base.get_output_embeddings(), self.vocab)
+
+    def hide_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, L] bool: the item tokens to hide in this training forward pass (each with ``item_mask_prob``)."""
+        draw = torch.rand(input_ids.shape, device=input_ids.device)
+        return self.vocab.is_item(input_ids) & (draw < self.item_mask_prob)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
+        embedding = self._base[0].get_input_embeddings()
+        embeds = self.embed_dropout(embedding(input_ids))  # [B, L, D]
+        if self.training and self.item_mask_prob > 0:
+            hide = self.hide_mask(input_ids).unsqueeze(-1)  # [B, L, 1]
+            if self.item_mask_fill == "zero":
+                embeds = embeds.masked_fill(hide, 0.0)
+            else:
+                fill = item_rows(embedding, self.vocab).detach().mean(0)  # [D]
+                embeds = torch.where(hide, fill.to(embeds.dtype), embeds)
+        return self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor):
+        """Summed cross-entropy and target count.
+
+        Args:
+            input_ids, attention_mask: [B, L], right-padded.
+            target_mask: [B, L] bool, True at positions holding an item token to predict (never position 0).
+
+        Returns:
+            ``(loss_sum, num_targets)``.
+        """
+        hidden = self.hidden_states(input_ids, attention_mask)  # [B, L, D]
+        tmask = target_mask[:, 1:]
+        h = hidden[:, :-1][tmask]  # [T, D], the state before each target token
+        targets = input_ids[:, 1:][tmask] - self.vocab.first_id  # [T]
+        logits = h.float() @ self.item_weights().float().T  # [T, N]
+        loss = nn.functional.cross_entropy(logits, targets, reduction="sum", label_smoothing=self.label_smoothing)
+        return loss, targets.numel()
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[int]], pad_id: int, batch_size: int = 64) -> torch.Tensor:
+        """Scores of every item as the next token of each prompt (token id lists): [B, N] float32 on CPU.
+
+        Runs in eval mode (restoring the previous mode); prompts are sorted by length so padding stays small; an
+        empty prompt is scored as a single padding token.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+            out = torch.empty(len(prompts), self.vocab.num_items)
+            weights = self.item_weights()  # [N, D]
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                ids, mask = pad_sequences([prompts[i] or [pad_id] for i in idx], pad_id, device=self.device)
+                hidden = self.hidden_states(ids, mask)  # [b, L, D]
+                last = hidden[torch.arange(len(idx), device=ids.device), mask.sum(1) - 1]  # [b, D]
+                out[idx] = (last @ weights.T).float().cpu()
+            return out
+        finally:
+            self.train(was_training)

@@ -1,0 +1,68 @@
+"""The run directory of ``llmrec train``: start, resume or refuse (``llmrec.runs.plan_run_dir``), and its first files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from llmrec.config import save_config
+from llmrec.data import PreparedData
+from llmrec.files import atomic_write_text
+from llmrec.llm.checkpoint import has_checkpoint
+from llmrec.runs import clear_outputs, plan_run_dir, write_run_info
+
+# everything `llmrec train` writes into a run directory (what --overwrite may remove; feedback.sqlite stays)
+TRAIN_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "prompt.txt", "tokenizer", "adapter", "checkpoint",
+                 ".checkpoint.tmp", ".checkpoint.old", ".adapter.tmp", ".adapter.old", "metrics.json",
+                 "train_log.jsonl", "eval_valid.json", "eval_test.json")  # fmt: skip
+
+
+def plan_train_dir(cfg) -> str:
+    """``plan_run_dir`` for ``cfg.output_dir`` (only reads: call it before anything loads).
+
+    Raises:
+        ConfigError: the directory is refused.
+    """
+    run_dir = Path(cfg.output_dir)
+    return plan_run_dir(run_dir, cfg.resume, cfg.overwrite, run_dir.is_dir() and has_checkpoint(run_dir))
+
+
+def apply_plan(cfg, acc, plan: str) -> bool:
+    """Carry out ``plan`` (from ``plan_train_dir``) on every process; returns True when the run resumes."""
+    run_dir = Path(cfg.output_dir)
+    acc.wait_for_everyone()  # every process has looked before the main one deletes anything
+    if plan == "restart":
+        if acc.is_main_process:
+            if not has_checkpoint(run_dir):
+                acc.print(f"{run_dir}: run without a checkpoint (stopped before its first one): starting it again")
+            clear_outputs(run_dir, TRAIN_OUTPUTS)
+        acc.wait_for_everyone()
+    return plan == "resume"
+
+
+def write_train_run(cfg, data: PreparedData, built, run_dir: Path) -> dict:
+    """The first files of a new run: config.yaml (as run), tokenizer/, prompt.txt, catalog.parquet, run.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(dataclasses.replace(cfg, item_cf_dim=built.item_cf_dim), run_dir / "config.yaml")
+    built.tokenizer.save_pretrained(run_dir / "tokenizer")
+    atomic_write_text(run_dir / "prompt.txt", built.template.text)
+    return write_run_info(
+        run_dir,
+        "llm",
+        cfg.model,
+        data,
+        cfg.data,
+        num_layers=cfg.num_layers,
+        prompt=built.template.name,
+        load_in_4bit=cfg.load_in_4bit,
+        lora_modules=built.lora_modules,
+    )
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the log lines after ``step`` (written after the checkpoint a resumed run continues from)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
