@@ -27,12 +27,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts experiments
+	$(BIN)/ruff format --check src tests scripts experiments
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests scripts
-	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts experiments
+	$(BIN)/ruff format src tests scripts experiments
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

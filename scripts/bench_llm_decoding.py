@@ -1,6 +1,6 @@
 """Fast ranking path vs constrained beam search on the same prompts of an LLM run.
 
-    python scripts/bench_llm_decoding.py --run /work/runs/llm/beauty --users 200 --beams 20
+    python scripts/bench_llm_decoding.py --run runs/llm_beauty --users 200 --beams 20
 
 Prints a table and a JSON line: users/s of each path, and how often their top-K lists agree exactly.
 """
@@ -17,19 +17,27 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", required=True, help="LLM run directory written by llmrec train")
+    ap.add_argument(
+        "--data", default=None, help="prepared data for the histories (default: where the run recorded it)"
+    )
     ap.add_argument("--split", default="test")
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--beams", type=int, default=20)
     ap.add_argument("--beam_batch", type=int, default=8, help="prompts per generate call")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
 
-    from llmrec.decoding import generate_items, mask_items, top_k
-    from llmrec.modeling.llm import load_run
+    from llmrec.decoding import generate_items
+    from llmrec.inference import mask_items, top_k
+    from llmrec.llm.recommender import load_llm_run
+    from llmrec.runs import load_run_data
 
-    rec = load_run(args.run)
-    histories, _ = rec.data.split(args.split)
+    rec = load_llm_run(args.run)
+    histories, _ = load_run_data(args.run, args.data).split(args.split)
     pick = np.random.default_rng(args.seed).choice(len(histories), min(args.users, len(histories)), replace=False)
     hist = [histories[i] for i in pick]
     prompts = [rec.encoder.encode(h) for h in hist]

@@ -5,7 +5,7 @@
 # 64 MiB of the tree travels. Prepared here beforehand, in the ignored folder .dev/ (carried):
 #   .dev/whl/*.whl            datasets, dill, multiprocess (py312), gguf, peft, transformers (pinned as here)
 #   .dev/site/bitsandbytes    the bitsandbytes package with only its CPU and CUDA 13.0 libraries
-#   .dev/smol16.gguf.gz       scripts/trim_gguf.py --keep-layers 16 (exact for the compact and compact_bos prompts)
+#   .dev/smol16.gguf.gz       experiments/trim_gguf.py --keep-layers 16 (exact for the compact and compact_bos prompts)
 #   .dev/beauty-llm           the prepared data set
 # Phases: install -> materialise the model -> smoke checks (QLoRA, bf16) and the sweep in parallel (each run
 # under `timeout`) -> choose the run with the best VALIDATION NDCG@10 -> its test evaluation -> pack results.
@@ -20,7 +20,7 @@ RUN_LIMIT=${RUN_LIMIT:-400}
 WORK=${WORK:-/tmp/llmrec_dev}; mkdir -p "$WORK"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-. scripts/device_setup.sh
+. experiments/device_setup.sh
 stamp "install"
 if [ "$DRY" = 0 ]; then
   device_install || exit 1
@@ -36,13 +36,13 @@ device_model || exit 1
 # Every sweep run starts from the CPU-selected recipe (4 layers, item masking, label smoothing 0.2, decay over the last
 # half, compact_bos prompt) and validates on ALL validation users (the 3000-user subsample flattered the CPU runs:
 # docs/results.md).
-BASE="--config configs/llm_beauty_mask_wsd_l4_ls_bos.yaml --data .dev/beauty-llm --model $MODEL --test_users -1 --progress false --patience 0 --overwrite true --eval_users 0 --eval_every 740"
+BASE="--item_cf_dim 0 --label_smoothing 0.2 --data .dev/beauty-llm --model $MODEL --test_users -1 --progress false --patience 0 --overwrite true --eval_users 0 --eval_every 740"
 if [ "$DRY" = 1 ]; then BASE="$BASE --max_train_users 200 --eval_users 100 --eval_every 5 --epochs 1"; fi
 RUNS=$WORK/runs; mkdir -p "$RUNS"
 
 launch() {  # name, extra args...
   local name=$1; shift
-  ( timeout "$RUN_LIMIT" $PY -m llmrec.train $BASE --output_dir "$RUNS/$name" "$@" > "$RUNS/$name.log" 2>&1; echo "$name rc=$?" >> "$RUNS/rc.txt" ) &
+  ( timeout "$RUN_LIMIT" $PY -m llmrec train $BASE --output_dir "$RUNS/$name" "$@" > "$RUNS/$name.log" 2>&1; echo "$name rc=$?" >> "$RUNS/rc.txt" ) &
   PIDS="$PIDS $!"
 }
 PIDS=""
@@ -95,7 +95,7 @@ stamp "best by validation: $BEST"
 TOP=""
 for name in $BEST; do
   stamp "test evaluation of $name"
-  $PY -m llmrec.cli evaluate --run "$RUNS/$name" --split test $([ "$DRY" = 1 ] && echo "--max_users 300" || echo "--device cuda") > "$RUNS/test_$name.json" 2> "$RUNS/$name.test.log" || tail -5 "$RUNS/$name.test.log"
+  $PY -m llmrec evaluate --run "$RUNS/$name" --split test $([ "$DRY" = 1 ] && echo "--max_users 300" || echo "--device cuda") > "$RUNS/test_$name.json" 2> "$RUNS/$name.test.log" || tail -5 "$RUNS/$name.test.log"
   cat "$RUNS/test_$name.json"
   if [ -z "$TOP" ]; then  # bring back the adapter of the best-by-validation run (for a CPU re-evaluation)
     TOP=$name

@@ -1,6 +1,6 @@
 """How much an LLM run's decoder attends to position 0, and how large the hidden state there is.
 
-    python scripts/attention_sink.py --run /work/runs/exp/BOS-L4
+    python experiments/attention_sink.py --run /work/runs/exp/BOS-L4
 
 Takes the first ``--length`` tokens of the validation prompts of the run's data that have at least that many
 tokens (the first ``--users`` of them), runs the merged model with eager attention, and prints per layer: the mean
@@ -16,18 +16,20 @@ import argparse
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="LLM run directory written by llmrec train")
+    ap.add_argument("--data", default=None, help="prepared data (default: where the run recorded it)")
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--length", type=int, default=8, help="tokens per prompt")
     args = ap.parse_args()
 
     import torch
 
-    from llmrec.modeling.llm import load_run
+    from llmrec.llm.recommender import load_llm_run
+    from llmrec.runs import load_run_data
 
-    rec = load_run(args.run)
+    rec = load_llm_run(args.run)
     lm = rec.item_lm.lm
     lm.set_attn_implementation("eager")  # attention weights are only returned by the eager implementation
-    histories, _ = rec.data.split("valid")
+    histories, _ = load_run_data(args.run, args.data).split("valid")
     prompts = []
     for h in histories:
         ids = rec.encoder.encode(h)

@@ -1,6 +1,6 @@
 """Where runs win and lose: NDCG@10 by history length and by target popularity, and a popularity-prior probe.
 
-    python scripts/error_analysis.py /work/runs/sasrec_beauty /work/runs/exp/LS2D5-L4 --split valid \
+    python experiments/error_analysis.py /work/runs/sasrec_beauty /work/runs/exp/LS2D5-L4 --split valid \
         --pop_prior 0.1,0.3,0.5
 
 Same protocol as ``llmrec evaluate`` (full ranking, history masked, pessimistic ties; every user of the split).
@@ -61,22 +61,25 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from llmrec.evaluation import mask_scores, metrics_from_ranks, paired_bootstrap, pessimistic_ranks
-    from llmrec.runs import load_run
+    from llmrec.evaluation import metrics_from_ranks, paired_bootstrap, pessimistic_ranks
+    from llmrec.inference import mask_items
+    from llmrec.recommenders import load_recommender
+    from llmrec.runs import load_run_data
 
     lams = [0.0] + [float(x) for x in args.pop_prior.split(",") if x.strip()]
     ranks: dict[str, np.ndarray] = {}
     probe: dict[str, dict[float, dict[str, float]]] = {}
     data = None
     for path in args.runs:
-        run = load_run(path)
+        run = load_recommender(path)
+        run_data = load_run_data(path)
         if data is None:
-            data = run.data
+            data = run_data
             histories, targets = data.split(args.split)
             counts = data.item_popularity()  # training counts, as the evaluator's avg_pop@K
             prior = torch.as_tensor(np.log1p(counts), dtype=torch.float32)
-        elif run.data.num_items != data.num_items or run.data.users != data.users:
-            raise SystemExit(f"{path}: its data set differs from {args.runs[0]}'s (users or items)")
+        elif run_data.fingerprint != data.fingerprint:
+            raise SystemExit(f"{path}: its data set differs from {args.runs[0]}'s (fingerprint)")
         per_lam: dict[float, list[torch.Tensor]] = {lam: [] for lam in lams}
         top_pop: dict[float, list[float]] = {lam: [] for lam in lams}
         for lo in tqdm(range(0, len(histories), args.batch_size), desc=run.name, unit="batch"):
@@ -85,7 +88,7 @@ def main() -> None:
             base = run.score(hist).detach().float().cpu()
             for lam in lams:
                 scores = base + lam * prior if lam else base.clone()
-                mask_scores(scores, hist, tgt, None)
+                mask_items(scores, hist, keep=tgt)
                 per_lam[lam].append(pessimistic_ranks(scores, tgt))
                 top_pop[lam] += counts[scores.topk(10, dim=1).indices.numpy()].mean(1).tolist()
         ranks[run.name] = torch.cat(per_lam[0.0]).numpy()

@@ -1,6 +1,6 @@
 """How far an LLM run's trained item rows moved from their initial (title) values, by training frequency.
 
-    python scripts/item_drift.py --run /work/runs/exp/LS2D5-L4
+    python experiments/item_drift.py --run /work/runs/exp/LS2D5-L4
 
 Rebuilds the initial rows exactly as ``llmrec train`` does (same config, data and seed), reads the trained rows from
 ``RUN/adapter`` (the best-validation adapter), and prints one JSON line per frequency bucket (the number of training
@@ -27,13 +27,13 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from llmrec.data.dataset import load_prepared
-    from llmrec.train import TrainConfig
-    from llmrec.training import build_model
+    from llmrec.llm.build import build_model
+    from llmrec.llm.config import TrainConfig
 
     run = Path(args.run)
     cfg = TrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
     data = load_prepared(cfg.data)
-    init = build_model(cfg, data)[0].item_weights().detach().float()
+    init = build_model(cfg, data).item_lm.item_weights().detach().float()
     state = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     keys = [k for k in state if "embed_tokens" in k and "trainable_tokens" in k] or [
         k for k in state if "trainable_tokens" in k
