@@ -1,0 +1,331 @@
+"""Semantic item IDs: RQ-KMeans code paths of item embeddings, collision-free, stored with their centroids.
+
+RQ-KMeans (residual k-means, as in TIGER / OneRec) on item embeddings ``x`` [N, d] float32:
+
+    r_0 = x
+    for level l = 0 .. levels-1:
+        k_l = min(codes, number of distinct rows of r_l)            # small catalogs: never more clusters than points
+        KMeans(k_l, n_init, random_state=seed + l).fit(r_l)  ->  c_l [N] codes, C_l [k_l, d] centroids
+        r_{l+1} = r_l - C_l[c_l]                                     # the next level clusters what is left
+
+**Collisions: an extra disambiguation level (TIGER).** Items whose ``levels`` k-means codes are equal (always the
+case for identical embeddings, e.g. duplicate titles) are told apart by one more code: the item's index among the
+items sharing its prefix, in item-id order (0, 1, 2, ...). The level is always present, so every code path has
+``levels + 1`` codes; it has ``max collision group + extra_codes`` values (``extra_codes`` reserves room for items
+added later by ``assign_codes``). It carries no meaning, and it has no centroids.
+
+Deterministic: the same embeddings and seed give the same codes (scikit-learn's KMeans with a fixed
+``random_state``; tested on one machine and thread setting, where float rounding cannot differ between runs).
+
+Storage (``save_semantic_ids`` / ``load_semantic_ids``), each file written atomically (temp file + rename; the
+centroids first, so a ``semantic_ids.parquet`` is never there without its centroids):
+    semantic_ids.parquet            item_id (int32, 0..N-1), codes (list<int32>, levels + 1 codes); the schema's
+                                    ``llmrec`` metadata holds ``level_sizes`` (values per level, JSON)
+    semantic_centroids.safetensors  ``level_{l}`` [k_l, d] float32 for every k-means level l (cold start: new items
+                                    are coded with ``assign_codes``, and the code tokens start from them)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llmrec.errors import DataError
+from llmrec.files import atomic_write_bytes
+
+IDS_FILE = "semantic_ids.parquet"
+CENTROIDS_FILE = "semantic_centroids.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class SemanticIds:
+    """Collision-free code paths of a catalog.
+
+    Attributes:
+        codes: ``[N, L]`` int32, row ``i`` = item ``i``'s code path; ``L = len(centroids) + 1`` (the last column is
+            the disambiguation level).
+        level_sizes: number of values of each of the ``L`` levels (the code tokens each level needs).
+        centroids: per k-means level, ``[level_sizes[l], d]`` float32.
+    """
+
+    codes: np.ndarray
+    level_sizes: tuple[int, ...]
+    centroids: tuple[np.ndarray, ...]
+
+    @property
+    def num_items(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def num_levels(self) -> int:
+        return int(self.codes.shape[1])
+
+    def add_items(self, embeddings: np.ndarray) -> SemanticIds:
+        """These ids plus code paths for new items (ids ``N..N+M-1``), collision-free; see ``assign_codes``."""
+        new = assign_codes(embeddings, self.centroids, self.codes, self.level_sizes[-1])
+        return SemanticIds(np.concatenate([self.codes, new]), self.level_sizes, self.centroids)
+
+
+def concat_embeddings(blocks: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Rows of several item matrices side by side, e.g. text embeddings and co-occurrence factors.
+
+    Each block [N, d_b] is L2-normalised row by row (a zero row stays zero, e.g. an item that never co-occurs), then
+    multiplied by its weight (default 1), so a block's share of a squared distance is at most ``4 weight^2``,
+    whatever its own scale.
+
+    Returns:
+        ``[N, sum d_b]`` float32.
+    """
+    weights = [1.0] * len(blocks) if weights is None else list(weights)
+    if not blocks or len(weights) != len(blocks):
+        raise ValueError(f"need one weight per block, got {len(blocks)} blocks and {len(weights)} weights")
+    if len({len(b) for b in blocks}) != 1:
+        raise ValueError(f"blocks differ in their number of rows: {[len(b) for b in blocks]}")
+    out = []
+    for block, w in zip(blocks, weights):
+        b = np.asarray(block, dtype=np.float32).reshape(len(block), -1)
+        norms = np.linalg.norm(b, axis=1, keepdims=True)
+        out.append(np.float32(w) * b / np.where(norms > 0, norms, 1.0))
+    return np.concatenate(out, axis=1).astype(np.float32)
+
+
+def _check_matrix(embeddings: np.ndarray, name: str = "embeddings") -> np.ndarray:
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must be a non-empty [N, d] matrix, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return np.ascontiguousarray(x)
+
+
+def rq_kmeans(
+    embeddings: np.ndarray,
+    levels: int = 3,
+    codes: int = 256,
+    seed: int = 0,
+    n_init: int = 3,
+    max_iter: int = 300,
+    extra_codes: int = 0,
+) -> SemanticIds:
+    """RQ-KMeans code paths of ``embeddings`` [N, d], with a disambiguation level (see the module docstring).
+
+    Args:
+        embeddings: ``[N, d]`` item embeddings (cast to float32), row ``i`` = item ``i``.
+        levels: k-means levels (the code path has ``levels + 1`` codes).
+        codes: clusters per level, lowered to the number of distinct residual rows where there are fewer.
+        seed: level ``l`` uses ``random_state = seed + l``.
+        n_init: k-means restarts per level (the best inertia is kept).
+        max_iter: Lloyd iterations per restart.
+        extra_codes: values of the disambiguation level reserved for items added later.
+
+    Returns:
+        ``SemanticIds``.
+    """
+    from sklearn.cluster import KMeans
+
+    if levels < 1 or codes < 1 or n_init < 1 or extra_codes < 0:
+        raise ValueError(
+            f"need levels, codes, n_init >= 1 and extra_codes >= 0; got {levels}, {codes}, {n_init}, {extra_codes}"
+        )
+    residual = _check_matrix(embeddings).copy()
+    columns, centroids = [], []
+    for level in range(levels):
+        k = min(codes, len(np.unique(residual, axis=0)))
+        km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed + level).fit(residual)
+        centres = km.cluster_centers_.astype(np.float32)
+        labels = km.labels_.astype(np.int32)
+        columns.append(labels)
+        centroids.append(centres)
+        residual -= centres[labels]
+    prefix = np.stack(columns, axis=1)
+    last = _disambiguate(prefix)
+    size = int(last.max()) + 1 + extra_codes
+    sizes = tuple(len(c) for c in centroids) + (size,)
+    return SemanticIds(np.concatenate([prefix, last[:, None]], axis=1), sizes, tuple(centroids))
+
+
+def _disambiguate(prefix: np.ndarray) -> np.ndarray:
+    """[N] int32: each row's index among the rows with the same prefix, in row order."""
+    _, inverse = np.unique(prefix, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")  # groups contiguous, row order kept inside each group
+    sorted_groups = inverse[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    out = np.empty(len(order), dtype=np.int32)
+    out[order] = rank
+    return out
+
+
+def residual_codes(embeddings: np.ndarray, centroids: Sequence[np.ndarray]) -> np.ndarray:
+    """``[M, len(centroids)]`` int32 k-means codes of new embeddings: the nearest centroid of each level's residual."""
+    residual = _check_matrix(embeddings).astype(np.float64)
+    out = []
+    for level, centres in enumerate(centroids):
+        c = np.asarray(centres, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] != residual.shape[1]:
+            raise ValueError(f"centroids of level {level} have shape {c.shape}; embeddings have d={residual.shape[1]}")
+        labels = np.concatenate(
+            [_nearest(residual[s : s + 4096], c) for s in range(0, len(residual), 4096)]
+        )  # in blocks: the [rows, k] distances of a million new items would not fit at once
+        out.append(labels.astype(np.int32))
+        residual = residual - c[labels]
+    return np.stack(out, axis=1) if out else np.zeros((len(residual), 0), dtype=np.int32)
+
+
+def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Index of the nearest row of ``c`` [k, d] for each row of ``x`` [m, d] (squared Euclidean)."""
+    return ((c**2).sum(1) - 2 * x @ c.T).argmin(axis=1)  # ||x||^2 is the same for every centroid
+
+
+def assign_codes(
+    embeddings: np.ndarray,
+    centroids: Sequence[np.ndarray],
+    existing_codes: np.ndarray,
+    level_size: int | None = None,
+) -> np.ndarray:
+    """Code paths for new items (cold start) that collide neither with ``existing_codes`` nor with each other.
+
+    The k-means codes are the nearest centroids of each level's residual (``residual_codes``); the disambiguation
+    code is the smallest value not yet taken under that prefix (a new leaf of the trie).
+
+    Args:
+        embeddings: ``[M, d]`` the new items' embeddings (same encoder and ``d`` as the catalog's).
+        centroids: per k-means level ``[k_l, d]`` (``SemanticIds.centroids``).
+        existing_codes: ``[N, len(centroids) + 1]`` the catalog's code paths.
+        level_size: values of the disambiguation level (``SemanticIds.level_sizes[-1]``): a new item that would
+            need a value beyond it raises; ``None`` = no limit (the caller then adds the code tokens it needs).
+
+    Returns:
+        ``[M, len(centroids) + 1]`` int32.
+
+    Raises:
+        ValueError: shapes do not match, or a prefix has no free value left under ``level_size``.
+    """
+    existing = np.asarray(existing_codes, dtype=np.int64).reshape(-1, len(centroids) + 1)
+    prefix = residual_codes(embeddings, centroids)
+    taken: dict[tuple[int, ...], set[int]] = {}
+    for row in existing.tolist():
+        taken.setdefault(tuple(row[:-1]), set()).add(row[-1])
+    last = np.empty(len(prefix), dtype=np.int32)
+    for i, row in enumerate(prefix.tolist()):
+        used = taken.setdefault(tuple(row), set())
+        value = next(v for v in range(len(used) + 1) if v not in used)
+        if level_size is not None and value >= level_size:
+            raise ValueError(
+                f"new item {i}: prefix {tuple(row)} already holds {len(used)} items, the disambiguation level has "
+                f"{level_size} values (reserve more with rq_kmeans(extra_codes=...))"
+            )
+        used.add(value)
+        last[i] = value
+    return np.concatenate([prefix, last[:, None]], axis=1).astype(np.int32)
+
+
+def save_semantic_ids(sids: SemanticIds, out_dir: str | os.PathLike) -> None:
+    """Write ``semantic_ids.parquet`` and ``semantic_centroids.safetensors`` into ``out_dir``, each atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from safetensors.numpy import save
+
+    out = Path(out_dir)
+    codes = np.asarray(sids.codes, dtype=np.int32)
+    table = pa.table(
+        {
+            "item_id": pa.array(np.arange(len(codes), dtype=np.int32)),
+            "codes": pa.array(codes.tolist(), pa.list_(pa.int32())),
+        }
+    )
+    meta = {"format": FORMAT_VERSION, "level_sizes": [int(s) for s in sids.level_sizes]}
+    table = table.replace_schema_metadata({"llmrec": json.dumps(meta)})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    tensors = {f"level_{i}": np.ascontiguousarray(c, dtype=np.float32) for i, c in enumerate(sids.centroids)}
+    atomic_write_bytes(out / CENTROIDS_FILE, save(tensors, metadata={"format": str(FORMAT_VERSION)}))
+    atomic_write_bytes(out / IDS_FILE, buf.getvalue())
+
+
+def load_semantic_ids(run_dir: str | os.PathLike, num_items: int | None = None) -> SemanticIds:
+    """Read and validate the files written by ``save_semantic_ids`` in ``run_dir``.
+
+    Checked: both files present and readable; item ids a permutation of ``0..N-1`` (and ``N == num_items`` if
+    given); every item has the same number of codes, each within its level's size; no two items share a path;
+    one centroid matrix per k-means level with ``level_sizes[l]`` rows and a common ``d``.
+
+    Raises:
+        DataError: naming the file and what is wrong.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(run_dir) / IDS_FILE
+    if not path.is_file():
+        raise DataError(f"{path} is missing (a semantic-ID run writes it at training time)")
+    try:
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {}).get(b"llmrec", b"{}"))
+        item_col, code_col = table.column("item_id").combine_chunks(), table.column("codes").combine_chunks()
+        flat = code_col.flatten()
+        ok = item_col.null_count == 0 and code_col.null_count == 0 and flat.null_count == 0
+        item_ids = item_col.to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = np.diff(code_col.offsets.to_numpy()) if len(code_col) else np.zeros(0, dtype=np.int64)
+        values = flat.to_numpy(zero_copy_only=False).astype(np.int64)
+    except (OSError, KeyError, ValueError, AttributeError) as e:  # pyarrow's errors subclass the first three
+        raise DataError(f"{path}: not a semantic-ID table with columns item_id, codes ({e})") from None
+    sizes = meta.get("level_sizes") if isinstance(meta, dict) else None
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
+        raise DataError(f"{path}: schema metadata 'llmrec' lacks a valid level_sizes list")
+    if not ok or (lengths != len(sizes)).any():
+        raise DataError(f"{path}: every item must have exactly {len(sizes)} codes (one per level of level_sizes)")
+    codes = _check_codes(path, item_ids, values.reshape(-1, len(sizes)), sizes, num_items)
+    return SemanticIds(codes, tuple(sizes), _load_centroids(Path(run_dir) / CENTROIDS_FILE, sizes))
+
+
+def _check_codes(path: Path, item_ids: np.ndarray, rows: np.ndarray, sizes: list[int], num_items: int | None):
+    n = len(item_ids)
+    if n == 0:
+        raise DataError(f"{path}: holds no items")
+    if num_items is not None and n != num_items:
+        raise DataError(f"{path}: holds {n} items, the catalog has {num_items}")
+    if not np.array_equal(np.sort(item_ids), np.arange(n)):
+        raise DataError(f"{path}: item_id must be the contiguous ids 0..{n - 1}")
+    codes = np.empty((n, len(sizes)), dtype=np.int64)
+    codes[item_ids] = rows
+    bad = (codes < 0) | (codes >= np.asarray(sizes))
+    if bad.any():
+        item, level = map(int, np.argwhere(bad)[0])
+        raise DataError(
+            f"{path}: item {item} has code {codes[item, level]} at level {level}, outside 0..{sizes[level] - 1}"
+        )
+    uniq, counts = np.unique(codes, axis=0, return_counts=True)
+    if len(uniq) != n:
+        dup = uniq[counts > 1][0]
+        items = np.flatnonzero((codes == dup).all(axis=1)).tolist()
+        raise DataError(f"{path}: items {items} share the code path {dup.tolist()} (codes must be collision-free)")
+    return codes.astype(np.int32)
+
+
+def _load_centroids(path: Path, sizes: list[int]) -> tuple[np.ndarray, ...]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise DataError(f"{path} is missing (written next to {IDS_FILE})")
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise DataError(f"{path}: not a readable safetensors file ({e})") from None
+    expected = [f"level_{i}" for i in range(len(sizes) - 1)]
+    if sorted(tensors) != sorted(expected):
+        raise DataError(f"{path}: expected tensors {expected}, found {sorted(tensors)}")
+    out = tuple(tensors[k].astype(np.float32) for k in expected)
+    dims = {c.shape[1] if c.ndim == 2 else -1 for c in out}
+    if len(dims) > 1 or -1 in dims or any(len(c) != s for c, s in zip(out, sizes)):
+        shapes = [c.shape for c in out]
+        raise DataError(f"{path}: centroid shapes {shapes} do not match level_sizes {sizes[:-1]} with one common d")
+    return out
