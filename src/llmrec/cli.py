@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("llmrec.commands.recommend", "Recommend the next items for a history."),
     "compare": ("llmrec.commands.compare", "Compare run directories: Markdown table, JSON and a PNG chart."),
     "serve": ("llmrec.commands.serve", "Serve a run over HTTP (recommendations + feedback log)."),
+    "benchmark": ("llmrec.commands.benchmark", "Equal-budget tuning on full validation, seeds, one report."),
 }
 
 

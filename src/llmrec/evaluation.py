@@ -224,6 +224,7 @@ def evaluate(
     exclude: Sequence[int] | None = None,
     max_users: int | None = None,
     progress: bool = False,
+    return_ranks: bool = False,
 ) -> dict:
     """Full-ranking leave-one-out evaluation of any model that scores the whole catalog.
 
@@ -246,6 +247,8 @@ def evaluate(
         exclude: item ids never recommended to anyone (e.g. items a model cannot produce).
         max_users: evaluate only the first ``max_users`` users (for quick checks; the result says so).
         progress: show a tqdm bar.
+        return_ranks: also return each user's 0-based target rank (``"ranks"``: int64 numpy array ``[num_users]``,
+            in the order of ``data.users``), e.g. for a paired bootstrap; not JSON-serialisable as it is.
 
     Returns:
         ``{"split", "num_users", "num_items", "ks", "protocol", "metrics": {...}, "targets_in_history",
@@ -262,6 +265,7 @@ def evaluate(
     excl = torch.as_tensor(sorted(set(exclude)), dtype=torch.int64) if exclude else None
     acc = _Accumulator(num_items, ks, pop)
     repeats = 0
+    ranks: list[torch.Tensor] = []
     batches = range(0, len(histories), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -278,9 +282,9 @@ def evaluate(
             raise ValueError("score_fn returned NaN scores")
         mask_items(scores, hist if mask_history else None, keep=tgt, everyone=excl)
         repeats += sum(int(t) in set(h) for h, t in zip(hist, tgt.tolist()))
-        acc.add(scores, tgt)
+        ranks.append(acc.add(scores, tgt))
     metrics = acc.result()
-    return {
+    result = {
         "split": split,
         "num_users": len(histories),
         "num_items": num_items,
@@ -291,3 +295,6 @@ def evaluate(
         "users_digest": users_digest(data.users[: len(histories)]),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
+    if return_ranks:
+        result["ranks"] = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+    return result

@@ -1,0 +1,132 @@
+"""The report JSON rendered as Markdown (``report.md``) and a PNG chart (``report.png``); numbers are never retyped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr")
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def _pm(stat: dict | None) -> str:
+    if not stat:
+        return "—"
+    std = stat["std"]
+    return f"{stat['mean']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.4f}".replace("-", "−")
+
+
+def _params(entry: dict) -> str:
+    sel = entry["selected"]
+    shown = ", ".join(f"{k}={v}" for k, v in sel["params"].items()) or "base config"
+    return f"{sel['trial']}: {shown}"
+
+
+def _trials(entry: dict) -> str:
+    t = entry["trials"]
+    if not entry["tuned"]:
+        return "1 (untuned)"
+    prior = f" + {t['prior']} earlier" if t["prior"] else ""
+    return f"{t['suite']}{prior} ({t['search']})"
+
+
+def _bootstrap_lines(boot: dict | None, metric: str) -> list[str]:
+    if boot is None:
+        return ["No paired bootstrap: the suite needs at least one LLM and one baseline on this data set."]
+    parts = []
+    for key in (boot["verdict_metric"], boot["verdict_metric"].replace("ndcg", "hr")):
+        b = boot[key]
+        parts.append(f"{key.upper()} {_signed(b['diff'])} [{_signed(b['low'])}, {_signed(b['high'])}], "
+                     f"P(LLM not better) {b['p_b_not_better']:.3f}")  # fmt: skip
+    users = boot["pairs"] // max(boot["seeds"], 1)
+    return [
+        f"**Best LLM vs best baseline** (chosen by {boot['chosen_by']}): `{boot['llm']}` − `{boot['baseline']}`, "
+        f"paired bootstrap over {boot['seeds']} seed(s) × {users:,} users ({boot['pairs']:,} pairs, "
+        f"{boot['num_samples']} resamples, 95% intervals): " + "; ".join(parts) + ".",
+        "",
+        f"Verdict on {boot['verdict_metric'].upper()}: **{boot['verdict']}** (win or loss needs the interval to exclude "
+        "0 and the gap of the seed means to exceed the larger seed std; otherwise tie).",
+    ]
+
+
+def _dataset_lines(block: dict, metric: str) -> list[str]:
+    head = ["model", "kind", "trials", "selected (on validation)", f"valid {metric}"]
+    head += [f"test {c.upper() if c != 'mrr' else 'MRR'}" for c in COLUMNS] + ["stopped by"]
+    lines = [
+        f"## {block['name']}: {block['users']:,} users, {block['items']:,} items (fingerprint {block['fingerprint'][:12]})",
+        "",
+        f"Test protocol: {block['test_protocol']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for e in block["models"]:
+        stopped = sorted({r["stopped_by"] for r in e["seeds"]})
+        row = [e["name"], e["kind"], _trials(e), _params(e), _pm(e["valid"].get(metric))]
+        row += [_pm(e["test"].get(c)) for c in COLUMNS] + [", ".join(stopped)]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", *_bootstrap_lines(block["bootstrap"], metric), ""]
+    flagged = [f"{e['name']}/{t}: {why}" for e in block["models"] for t, why in e["flagged"].items()]
+    lines.append("Flagged trials (left out of selection): " + ("; ".join(flagged) if flagged else "none") + ".")
+    lines += ["", "Seed runs (test NDCG@10 / HR@10):", ""]
+    for e in block["models"]:
+        runs = ", ".join(f"seed {r['seed']} `{r['run']}` {_num(r['test'].get('ndcg@10'))} / "
+                         f"{_num(r['test'].get('hr@10'))}" for r in e["seeds"])  # fmt: skip
+        lines.append(f"- {e['name']}: {runs}")
+    return lines + [""]
+
+
+def to_markdown(report: dict) -> str:
+    """The report as Markdown: provenance, protocol, one table per data set, the bootstrap and its verdict."""
+    prov, m, proto = report["provenance"], report["provenance"]["machine"], report["protocol"]
+    commit = (prov["git_commit"] or "unknown")[:12] + (" with uncommitted changes" if prov["git_dirty"] else "")
+    gpus = ", ".join(m["gpus"]) or "none"
+    lines = [f"# Benchmark `{report['suite']['name']}`", ""]
+    if report["suite"]["description"]:
+        lines += [report["suite"]["description"].strip(), ""]
+    lines += [
+        f"Suite `{report['suite']['path']}`; made {prov['date']} with llmrec {prov['llmrec_version']} (commit "
+        f"{commit}) on {m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable), GPU: {gpus}; Python "
+        f"{m['python']}, torch {m['torch']}.",
+        "",
+        "Protocol:",
+        *[f"- {k}: {v}" for k, v in proto.items()],
+        "",
+    ]
+    for block in report["datasets"]:
+        lines += _dataset_lines(block, report["metric"])
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    """Bars of test NDCG@10 and HR@10 (mean over seeds, std as error bars), one panel per data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    blocks = report["datasets"]
+    fig, axes = plt.subplots(1, len(blocks), figsize=(max(5, 1.3 * max(len(b["models"]) for b in blocks)) * len(blocks),
+                                                      3.8), squeeze=False)  # fmt: skip
+    for ax, block in zip(axes[0], blocks):
+        models = block["models"]
+        x = np.arange(len(models))
+        for off, key in ((-0.2, "ndcg@10"), (0.2, "hr@10")):
+            means = [e["test"][key]["mean"] for e in models]
+            stds = [e["test"][key]["std"] or 0.0 for e in models]
+            ax.bar(x + off, means, 0.4, yerr=stds, capsize=3, label=key.upper())
+        ax.set_xticks(x, [e["name"] for e in models], fontsize=8, rotation=20)
+        ax.set_title(f"{block['name']} (test, mean ± std over seeds)", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

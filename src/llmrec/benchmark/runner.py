@@ -1,0 +1,201 @@
+"""The benchmark's two phases, run here or planned for a scheduler; the same trials and the same report either way.
+
+Phases (one trial = one run directory under ``DIR/trials``, see ``llmrec.benchmark.trials``):
+    1. tuning: every model's search points on every data set, each trained with seed ``seeds[0]`` (0) and selected
+       on the full validation split (``llmrec.benchmark.select``);
+    2. seeds: each model's selected trial again with every other seed of the suite (seed 0 is the trial itself).
+The seed phase depends on the selection, so it can only be planned once the tuning phase is finished.
+
+Modes:
+    run      run the pending trials of phase 1, select, run those of phase 2 (``jobs`` 0: in this process; N: N
+             single-thread subprocesses), then write the report. Finished trials are skipped, interrupted ones
+             resumed, so running it again continues where it stopped.
+    plan     write ``DIR/plan.txt``: one shell command per pending trial of the first unfinished phase (interrupted
+             ones with ``--resume true``); nothing runs. An existing scheduler runs the lines.
+    collect  when a phase is unfinished, write its ``plan.txt`` (the seed phase right after tuning finished) and
+             return ``pending``; when every trial is finished, write ``DIR/report.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmrec.benchmark.datasets import Dataset, load_datasets
+from llmrec.benchmark.execute import Progress, run_trials
+from llmrec.benchmark.report import REPORT_FORMAT, dataset_block, protocol_block
+from llmrec.benchmark.search import search_points
+from llmrec.benchmark.select import Selection, select
+from llmrec.benchmark.suite import Suite
+from llmrec.benchmark.trials import Trial, make_trial, state
+from llmrec.config import ConfigError
+from llmrec.files import atomic_write_json, atomic_write_text, read_json
+
+PLAN_FILE = "plan.txt"
+SUITE_COPY = "suite.yaml"
+MODES = ("run", "plan", "collect")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a call did: ``status`` ``done`` (every trial finished) or ``pending`` (``plan.txt`` lists the rest)."""
+
+    status: str
+    phase: str  # "tuning", "seeds" or "report"
+    pending: int = 0
+    report: dict | None = None
+
+
+def _prepare_root(suite: Suite, root: Path) -> None:
+    """Create ``DIR`` (or accept one of an earlier call, marked by its copy of the suite) and copy the suite in."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"output_dir: {root} exists and is not a directory")
+    if root.is_dir() and any(root.iterdir()) and not (root / SUITE_COPY).is_file():
+        raise ConfigError(
+            f"output_dir: {root} is not empty and holds no {SUITE_COPY} (not a benchmark directory); choose a new "
+            "or empty one"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(suite.path, root / f".{SUITE_COPY}.tmp")
+    (root / f".{SUITE_COPY}.tmp").replace(root / SUITE_COPY)
+
+
+class Benchmark:
+    """A suite bound to its directory: its data sets, trials, selection and report."""
+
+    def __init__(self, suite: Suite, root: str | Path, log=print):
+        self.suite, self.root, self.log = suite, Path(root), log
+        self.points = {m.name: search_points(suite, m) for m in suite.models}  # suite errors before any write
+        _prepare_root(suite, self.root)
+        self.datasets: dict[str, Dataset] = load_datasets(suite, self.root, log)
+
+    def tuning_trials(self) -> dict[tuple[str, str], list[Trial]]:
+        """``(data, model) -> trials t000, t001, ...`` with seed ``seeds[0]``."""
+        out = {}
+        for d, ds in self.datasets.items():
+            for m in self.suite.models:
+                out[d, m.name] = [make_trial(self.suite, m, d, ds.path, self.root, f"t{i:03d}", self.suite.seeds[0],
+                                             p) for i, p in enumerate(self.points[m.name])]  # fmt: skip
+        return out
+
+    def seed_trials(self, selections: dict[tuple[str, str], Selection]) -> dict[tuple[str, str], list[Trial]]:
+        """``(data, model) -> [selected trial, its seed-1 run, ...]`` (seed ``seeds[0]`` reuses the trial)."""
+        models = {m.name: m for m in self.suite.models}
+        out = {}
+        for (d, name), sel in selections.items():
+            t = sel.selected
+            out[d, name] = [t] + [make_trial(self.suite, models[name], d, self.datasets[d].path, self.root,
+                                             f"{t.name}-seed{s}", s, t.params) for s in self.suite.seeds[1:]]  # fmt: skip
+        return out
+
+    def pending(self, trials: list[Trial]) -> tuple[list[tuple[Trial, bool]], int]:
+        """The unfinished trials as ``(trial, resume)``, and how many are finished."""
+        todo, done = [], 0
+        for t in trials:
+            s = state(t, self.datasets[t.data].fingerprint)
+            if s == "done":
+                done += 1
+            else:
+                todo.append((t, s == "interrupted"))
+        return todo, done
+
+    def select_all(self, tuning: dict[tuple[str, str], list[Trial]]) -> dict[tuple[str, str], Selection]:
+        out = {}
+        for (d, m), trials in tuning.items():
+            out[d, m] = sel = select(trials, self.datasets[d], self.suite.metric)
+            shown = ", ".join(f"{k}={v}" for k, v in sel.selected.params.items()) or "base config"
+            flagged = f"; flagged {sorted(sel.flagged)}" if sel.flagged else ""
+            self.log(f"[benchmark] selected {d}/{m}/{sel.selected.name} ({shown}): valid {self.suite.metric} "
+                     f"{sel.scores[sel.selected.name]:.4f} of {len(trials)} trial(s){flagged}")  # fmt: skip
+        return out
+
+    def phase(self, name: str, trials: list[Trial], mode: str, jobs: int) -> int:
+        """Run (mode run) or plan (plan, collect) the pending trials of a phase; returns how many are left."""
+        todo, done = self.pending(trials)
+        if todo and mode == "run":
+            self.log(f"[benchmark] {name}: {len(trials)} trial(s), {done} finished before, {len(todo)} to run")
+            run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root)
+            todo, _ = self.pending(trials)
+        if todo and mode != "run":
+            atomic_write_text(self.root / PLAN_FILE, "".join(t.shell(resume) + "\n" for t, resume in todo))
+            self.log(f"[benchmark] {name}: {done}/{len(trials)} trial(s) finished; wrote {len(todo)} command(s) to "
+                     f"{self.root / PLAN_FILE}: run them (any scheduler), then `llmrec benchmark --collect true`")  # fmt: skip
+        return len(todo)
+
+    def report(self, selections, seeds, device: str = "cpu") -> dict:
+        from llmrec.benchmark.provenance import provenance
+
+        models = {m.name: m for m in self.suite.models}
+        blocks = []
+        for d, ds in self.datasets.items():
+            rows = [(models[m.name], selections[d, m.name], seeds[d, m.name], len(self.points[m.name]))
+                    for m in self.suite.models]  # fmt: skip
+            blocks.append(dataset_block(self.suite, ds, rows, self.root, device))
+        s = self.suite
+        return {
+            "format": REPORT_FORMAT,
+            "suite": {
+                "name": s.name,
+                "path": s.path,
+                "description": s.description,
+                "trials": s.trials,
+                "seeds": list(s.seeds),
+            },
+            "metric": s.metric,
+            "protocol": protocol_block(s),
+            "datasets": blocks,
+            "provenance": provenance(),
+            "timing": self.timing(seeds),
+        }
+
+    def timing(self, seeds) -> dict:
+        """Mean training time per trial of each model on each data set (from the runs' ``metrics.json``)."""
+        out = {}
+        for (d, m), trials in self.tuning_trials().items():
+            runs = {t.key: t for t in trials + seeds.get((d, m), [])}.values()
+            times = [(read_json(t.run_dir / "metrics.json").get("train") or {}) for t in runs]
+            secs = [x.get("train_time_s") or x.get("wall_time_s") or 0.0 for x in times]
+            out[f"{d}/{m}"] = {"runs": len(secs), "mean_train_time_s": round(sum(secs) / len(secs), 2)}
+        return out
+
+
+def write_report(report: dict, root: Path) -> list[Path]:
+    from llmrec.benchmark.render import plot, to_markdown
+
+    paths = [root / "report.json", root / "report.md", root / "report.png"]
+    atomic_write_json(paths[0], report)
+    atomic_write_text(paths[1], to_markdown(report))
+    plot(report, paths[2])
+    return paths
+
+
+def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int = 0, device: str = "cpu",
+                  log=print) -> Outcome:  # fmt: skip
+    """Run, plan or collect ``suite`` in ``root`` (see the module docstring).
+
+    Raises:
+        ConfigError: a bad suite, a refused directory, or a trial directory that holds something else.
+        TrialFailed: a trial failed (mode run).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    bench = Benchmark(suite, root, log)
+    tuning = bench.tuning_trials()
+    left = bench.phase("tuning", [t for ts in tuning.values() for t in ts], mode, jobs)
+    if left:
+        return Outcome("pending", "tuning", left)
+    selections = bench.select_all(tuning)
+    seeds = bench.seed_trials(selections)
+    left = bench.phase("seeds", [t for ts in seeds.values() for t in ts[1:]], mode, jobs)
+    if left:
+        return Outcome("pending", "seeds", left)
+    if mode != "run":
+        atomic_write_text(bench.root / PLAN_FILE, "")  # nothing left to schedule
+    if mode == "plan":
+        log("[benchmark] every trial is finished; `llmrec benchmark --collect true` writes the report")
+        return Outcome("done", "seeds")
+    report = bench.report(selections, seeds, device)
+    for path in write_report(report, bench.root):
+        log(f"[benchmark] wrote {path}")
+    return Outcome("done", "report", 0, report)

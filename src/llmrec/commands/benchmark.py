@@ -1,0 +1,77 @@
+"""`llmrec benchmark --suite configs/benchmarks/NAME.yaml --output_dir DIR`: tune, seed, test, report.
+
+Every model of the suite gets the same number of validation trials (a grid or a seeded random search) on each data
+set; each model's configuration is selected on the FULL validation split only; the selected one is run with every
+seed of the suite and each seed run is tested once; ``DIR/report.{md,json,png}`` gives mean ± std over seeds and a
+paired bootstrap of the best LLM against the best baseline (``llmrec.benchmark``).
+
+    llmrec benchmark --suite S --output_dir DIR                 # run everything here, one trial at a time
+    llmrec benchmark --suite S --output_dir DIR --jobs 4        # 4 single-thread trial processes at a time
+    llmrec benchmark --suite S --output_dir DIR --plan true     # DIR/plan.txt: one command per tuning trial
+    llmrec benchmark --suite S --output_dir DIR --collect true  # seed-phase plan, then (once run) the report
+
+Exit codes: 0 done (report written, or with --plan the plan written); 1 with --collect when trials are still
+missing (DIR/plan.txt lists them); 2 a user error (one line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmrec.config import ConfigError, parse_config
+
+HELP = "Tune every model with the same budget on full validation, run seeds, test once, write one report."
+
+
+@dataclass
+class BenchmarkConfig:
+    """Options of ``llmrec benchmark``."""
+
+    suite: str = field(default="", metadata={"help": "Suite file (configs/benchmarks/NAME.yaml)."})
+    output_dir: str = field(
+        default="",
+        metadata={"help": "Benchmark directory: data/, trials/, plan.txt, report.*.", "aliases": ["--out"]},
+    )
+    plan: bool = field(
+        default=False,
+        metadata={"help": "Write DIR/plan.txt (one command per pending trial of the current phase); run nothing."},
+    )
+    collect: bool = field(
+        default=False,
+        metadata={"help": "Build the report from finished trial directories (else plan the missing ones)."},
+    )
+    jobs: int = field(
+        default=0,
+        metadata={"help": "0: run trials one at a time in this process; N: N single-thread subprocesses at a time."},
+    )
+    device: str = field(default="cpu", metadata={"help": "Device for re-scoring the seed runs' test users."})
+
+    def __post_init__(self):
+        if not self.suite:
+            raise ConfigError("suite: a suite file is required (--suite configs/benchmarks/NAME.yaml)")
+        if not self.output_dir:
+            raise ConfigError("output_dir: a benchmark directory is required (--output_dir DIR)")
+        if self.plan and self.collect:
+            raise ConfigError("plan/collect: pass at most one of them")
+        if self.jobs < 0:
+            raise ConfigError(f"jobs: must be >= 0, got {self.jobs}")
+        if self.jobs and (self.plan or self.collect):
+            raise ConfigError("jobs: --plan and --collect run no trial; drop --jobs")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device: must be 'cpu' or 'cuda', got {self.device!r}")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_config(BenchmarkConfig, argv, prog="llmrec benchmark", description=HELP)
+    from llmrec.benchmark import load_suite, run_benchmark
+
+    mode = "plan" if cfg.plan else "collect" if cfg.collect else "run"
+    outcome = run_benchmark(load_suite(cfg.suite), cfg.output_dir, mode=mode, jobs=cfg.jobs, device=cfg.device)
+    if outcome.report is not None:
+        for block in outcome.report["datasets"]:
+            boot = block["bootstrap"]
+            if boot:
+                b = boot[boot["verdict_metric"]]
+                print(f"{block['name']}: {boot['llm']} vs {boot['baseline']}: {boot['verdict_metric']} "
+                      f"{b['diff']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] -> {boot['verdict']}")  # fmt: skip
+    return 1 if mode == "collect" and outcome.status == "pending" else 0

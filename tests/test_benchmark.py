@@ -1,0 +1,290 @@
+"""`llmrec benchmark` on the smoke suite (toy data, a tiny Llama, tiny SASRec grid, Pop): run, skip, resume, plan +
+collect, validation-only selection, suite errors. About 30-40 s on a 2-core CPU with OMP_NUM_THREADS=1.
+
+``python tests/test_benchmark.py DIR`` writes the smoke suite's inputs (DIR/toy, DIR/tiny-llama).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from llmrec.benchmark import load_suite, run_benchmark
+from llmrec.benchmark.datasets import Dataset
+from llmrec.benchmark.search import search_points
+from llmrec.benchmark.select import select
+from llmrec.benchmark.trials import Trial
+from llmrec.config import ConfigError
+from llmrec.data import load_prepared
+from llmrec.evaluation import users_digest
+from test_llm_helpers import make_tiny_model_dir, make_toy_data
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = "configs/benchmarks/smoke.yaml"
+
+
+def make_smoke_inputs(root: Path) -> Path:
+    make_toy_data(root / "toy")
+    make_tiny_model_dir(root / "tiny-llama")
+    return root
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A directory laid out as smoke.yaml expects (configs/ + smoke-inputs/), as the current directory."""
+    root = tmp_path_factory.mktemp("bench")
+    make_smoke_inputs(root / "smoke-inputs")
+    (root / "configs").symlink_to(REPO / "configs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def direct(smoke):
+    logs = []
+    outcome = run_benchmark(load_suite(SMOKE), smoke / "direct", log=logs.append)
+    return outcome, logs
+
+
+def _core(report: dict) -> dict:
+    """The report without what legitimately differs between two runs of it (when, where, how long)."""
+    return {k: v for k, v in report.items() if k not in ("provenance", "timing")}
+
+
+def _metrics_mtimes(root: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in sorted((root / "trials").rglob("metrics.json"))}
+
+
+def test_smoke_suite_runs_end_to_end_with_mean_std_and_bootstrap(smoke, direct):
+    outcome, _ = direct
+    assert outcome.status == "done"
+    out = smoke / "direct"
+    report = json.loads((out / "report.json").read_text())
+    assert report == json.loads(json.dumps(outcome.report))
+    assert (out / "report.png").stat().st_size > 0
+    (block,) = report["datasets"]
+    assert block["users"] == 48
+    models = {e["name"]: e for e in block["models"]}
+    assert set(models) == {"llm-tiny", "sasrec", "pop"}
+    assert models["sasrec"]["trials"]["suite"] == models["llm-tiny"]["trials"]["suite"] == 2
+    assert not models["pop"]["tuned"]
+    for e in models.values():
+        assert [r["seed"] for r in e["seeds"]] == [0, 1]
+        assert e["seeds"][0]["run"] == f"trials/toy/{e['name']}/{e['selected']['trial']}"  # seed 0 = the trial
+        stat = e["test"]["ndcg@10"]
+        assert stat["mean"] == pytest.approx(np.mean(stat["values"]))
+        assert stat["std"] == pytest.approx(np.std(stat["values"], ddof=1))
+        ranks = np.load(out / e["seeds"][1]["run"] / "test_ranks.npy")
+        assert ranks.shape == (48,)
+    boot = block["bootstrap"]
+    assert (boot["llm"], boot["baseline"], boot["pairs"]) == ("llm-tiny", "sasrec", 96)
+    assert boot["ndcg@10"]["low"] <= boot["ndcg@10"]["diff"] <= boot["ndcg@10"]["high"]
+    assert boot["verdict"] in ("win", "tie", "loss")
+    assert block["ranks_check_max_abs_diff"] < 1e-6
+    assert {"split", "masking", "ties", "selection"} <= set(report["protocol"])
+    assert {"cpu", "cores", "gpus"} <= set(report["provenance"]["machine"])
+    assert {"date", "llmrec_version", "git_commit"} <= set(report["provenance"])
+    md = (out / "report.md").read_text()
+    assert "±" in md and "Best LLM vs best baseline" in md and "pessimistic" in md
+
+
+def test_second_invocation_skips_finished_trials(smoke, direct):
+    before = _metrics_mtimes(smoke / "direct")
+    logs = []
+    outcome = run_benchmark(load_suite(SMOKE), smoke / "direct", log=logs.append)
+    assert not [line for line in logs if "running" in line]
+    assert _metrics_mtimes(smoke / "direct") == before
+    assert _core(outcome.report) == _core(direct[0].report)
+
+
+def test_interrupted_trials_resume(smoke, direct):
+    trials = smoke / "direct" / "trials" / "toy"
+    (trials / "llm-tiny" / "t001" / "metrics.json").unlink()  # killed before its final metrics
+    sasrec = next(e for e in direct[0].report["datasets"][0]["models"] if e["name"] == "sasrec")
+    path = smoke / "direct" / sasrec["seeds"][1]["run"]  # a seed run, stopped while "training"
+    metrics = json.loads((path / "metrics.json").read_text())
+    (path / "metrics.json").write_text(json.dumps({**metrics, "status": "training"}))
+    logs = []
+    outcome = run_benchmark(load_suite(SMOKE), smoke / "direct", log=logs.append)
+    ran = [line for line in logs if line.startswith("[benchmark] running")]
+    assert len(ran) == 2 and all("(resuming)" in line and "--resume true" in line for line in ran)
+    assert json.loads((trials / "llm-tiny" / "t001" / "metrics.json").read_text())["status"] == "done"
+    assert _core(outcome.report) == _core(direct[0].report)  # resumed from their checkpoints: the same numbers
+
+
+def _run_plan(path: Path) -> int:
+    from llmrec.cli import main
+
+    lines = path.read_text().splitlines()
+    for line in lines:
+        assert main(shlex.split(line)[1:]) == 0
+    return len(lines)
+
+
+def test_plan_then_collect_gives_the_direct_report(smoke, direct):
+    out = smoke / "planned"
+    suite = load_suite(SMOKE)
+    assert run_benchmark(suite, out, mode="plan").status == "pending"
+    lines = (out / "plan.txt").read_text().splitlines()
+    assert len(lines) == 5  # 2 LLM + 2 SASRec grid points + 1 Pop
+    for line in lines:
+        args = shlex.split(line)
+        assert args[:2] in (["llmrec", "train"], ["llmrec", "baseline"])
+        assert args.count("--output_dir") == 1
+        assert Path(args[args.index("--output_dir") + 1]).is_relative_to((out / "trials").resolve())
+        if args[1] == "train":
+            assert args[args.index("--eval_users") + 1] == "0"
+    assert _run_plan(out / "plan.txt") == 5
+    pending = run_benchmark(suite, out, mode="collect")
+    assert (pending.status, pending.phase, pending.pending) == ("pending", "seeds", 3)
+    assert all("-seed1 " in line for line in (out / "plan.txt").read_text().splitlines())
+    assert _run_plan(out / "plan.txt") == 3
+    done = run_benchmark(suite, out, mode="collect")
+    assert done.status == "done" and (out / "plan.txt").read_text() == ""
+    assert _core(done.report) == _core(direct[0].report)
+
+
+def _fake_trial(root: Path, name: str, valid: float, num_users: int, data) -> Trial:
+    run = root / name
+    run.mkdir(parents=True)
+    entry = {"split": "valid", "num_users": num_users, "users_digest": users_digest(data.users[:num_users]),
+             "metrics": {"ndcg@10": valid}}  # fmt: skip
+    # "test" holds no metrics at all: selection that looked at it would fail
+    (run / "metrics.json").write_text(json.dumps({"status": "done", "valid": entry, "test": "never read"}))
+    return Trial("toy", "m", "baseline", name, 0, {"x": name}, {}, run)
+
+
+def test_selection_uses_full_validation_only(tmp_path):
+    data = load_prepared(make_toy_data(tmp_path / "toy"))
+    ds = Dataset("toy", tmp_path / "toy", data)
+    trials = [
+        _fake_trial(tmp_path, "t000", 0.50, 48, data),  # best full validation
+        _fake_trial(tmp_path, "t001", 0.10, 48, data),  # worst validation (whatever its test)
+        _fake_trial(tmp_path, "t002", 0.90, 10, data),  # validated on 10 of 48 users: flagged
+    ]
+    sel = select(trials, ds, "ndcg@10")
+    assert sel.selected.name == "t000"
+    assert set(sel.scores) == {"t000", "t001"}
+    assert "10 users" in sel.flagged["t002"]
+
+
+def _write_suite(tmp_path: Path, **overrides) -> Path:
+    suite = {
+        "name": "s",
+        "trials": 2,
+        "seeds": 1,
+        "data": [{"name": "toy", "prepared": str(make_toy_data(tmp_path / "toy"))}],
+        "models": [
+            {
+                "name": "sasrec",
+                "kind": "baseline",
+                "set": {"model": "sasrec"},
+                "search": {"method": "grid", "space": {"dropout": [0.1, 0.2]}},
+            }
+        ],
+    }
+    suite.update(overrides)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def _model(**kw) -> list[dict]:
+    return [{"name": "sasrec", "kind": "baseline", **kw}]
+
+
+@pytest.mark.parametrize(
+    "overrides, where",
+    [
+        ({"nmae": "x"}, "unknown key(s) ['nmae']"),
+        ({"seeds": "three"}, "seeds: expected an integer"),
+        ({"trials": None}, "trials: required"),
+        ({"models": _model(kind="svd")}, "models[0] (sasrec).kind"),
+        ({"models": _model(config="nope.yaml")}, "models[0] (sasrec).config: nope.yaml does not exist"),
+        ({"models": _model(set={"hidden_size": "big"})}, "models[0] (sasrec).set: hidden_size: expected an integer"),
+        ({"models": _model(set={"seed": 3})}, "models[0] (sasrec).set.seed: set by the benchmark"),
+        ({"models": [{"name": "llm", "kind": "llm", "set": {"eval_users": 3000}}]}, "(llm).set.eval_users"),
+        ({"models": _model(search={"space": {"hiden_size": [8]}})}, "(sasrec).search.space.hiden_size: not an option"),
+        ({"models": _model(search={"space": {"dropout": [0.1, 0.2, 0.3]}})}, "the grid has 3 = 3 points"),
+        ({"models": _model(search={"space": {"lr": {"uniform": [1, 0]}}, "method": "random"})}, "space.lr.uniform"),
+        ({"models": _model(search={"space": {"hidden_size": [8, 16]}}, set={"num_heads": 3})}, "trial 0"),
+        ({"models": _model() * 2}, "models: the name 'sasrec' is used twice"),
+        ({"data": [{"name": "toy", "dataset": "beauty", "prepared": "x"}]}, "data[0] (toy): give either"),
+    ],
+)
+def test_suite_errors_name_the_file_and_the_key(tmp_path, overrides, where):
+    path = _write_suite(tmp_path, **overrides)
+    with pytest.raises(ConfigError) as err:
+        suite = load_suite(path)
+        for model in suite.models:
+            search_points(suite, model)
+    assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_random_search_is_seeded_distinct_and_valid(tmp_path):
+    space = {"hidden_size": [8, 12, 16], "num_heads": [1, 2, 4], "lr": {"log_uniform": [1e-4, 1e-2]},
+             "num_layers": {"int": [1, 3]}}  # fmt: skip
+    search = {"method": "random", "seed": 7, "include_base": True, "space": space}
+    path = _write_suite(tmp_path, trials=6, models=_model(search=search))
+    suite = load_suite(path)
+    points = search_points(suite, suite.models[0])
+    assert points == search_points(load_suite(path), load_suite(path).models[0])
+    assert len(points) == 6 and points[0] == {}
+    assert len({tuple(sorted(p.items())) for p in points}) == 6
+    for p in points[1:]:
+        assert p["hidden_size"] % p["num_heads"] == 0 and 1e-4 <= p["lr"] <= 1e-2 and 1 <= p["num_layers"] <= 3
+
+
+def test_a_changed_suite_is_refused_in_the_same_directory(smoke, direct, tmp_path):
+    suite = yaml.safe_load((smoke / SMOKE).read_text())
+    suite["models"][1]["set"]["hidden_size"] = 16
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    with pytest.raises(ConfigError, match="hidden_size: 8, the suite asks for 16"):
+        run_benchmark(load_suite(path), smoke / "direct", mode="plan")
+
+
+def test_jobs_runs_single_thread_subprocesses(tmp_path):
+    models = [{"name": f"pop{i}", "kind": "baseline", "config": str(REPO / "configs/pop_beauty.yaml")} for i in (1, 2)]
+    path = _write_suite(tmp_path, models=models, trials=None)
+    logs = []
+    outcome = run_benchmark(load_suite(path), tmp_path / "out", jobs=2, log=logs.append)
+    assert outcome.status == "done" and outcome.report["datasets"][0]["bootstrap"] is None
+    assert len([line for line in logs if " done, " in line]) == 2
+    for i in (1, 2):
+        log = (tmp_path / "out" / "logs" / f"toy__pop{i}__t000.log").read_text()
+        assert "--num_threads 1" in log.splitlines()[0]
+
+
+def test_shipped_beauty_suite_gives_every_tuned_model_the_same_budget(monkeypatch):
+    monkeypatch.chdir(REPO)
+    suite = load_suite("configs/benchmarks/beauty.yaml")
+    budgets = {m.name: len(search_points(suite, m)) + m.prior_trials for m in suite.models if m.tuned}
+    assert set(budgets.values()) == {suite.trials} and suite.trials >= 16
+    assert {"llm", "sasrec", "sasrec-cf", "gru4rec", "bert4rec"} <= set(budgets)
+    assert suite.seeds == (0, 1, 2)
+    sasrec = {m.name: m for m in suite.models}["sasrec-cf"].search.space
+    assert {"hidden_size", "num_layers", "dropout", "lr", "item_cf_dim"} <= set(sasrec)
+
+
+def test_cli_registers_the_command_and_errors_are_one_line(tmp_path, capsys):
+    from llmrec.cli import main
+
+    assert main(["--help"]) == 0 and "benchmark" in capsys.readouterr().out
+    path = _write_suite(tmp_path, seeds=0)
+    assert main(["benchmark", "--suite", str(path), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("llmrec benchmark: error:") and str(path) in err
+    assert main(["benchmark", "--suite", str(path), "--output_dir", "o", "--plan", "true", "--collect", "true"]) == 2
+    assert "plan/collect" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    print(make_smoke_inputs(Path(sys.argv[1])))
