@@ -26,6 +26,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query
 
+import llmrec
 from llmrec.data import Catalog
 from llmrec.inference import rank
 from llmrec.serving.access import RateLimiter, bearer_guard
@@ -234,7 +235,7 @@ def create_app(
 
     app = FastAPI(
         title="llmrec",
-        version="0.1.0",
+        version=llmrec.__version__,
         description="Next-item recommendation with feedback capture.",
         lifespan=lifespan,
     )
