@@ -17,8 +17,8 @@ echo "== 1/3  llmrec prepare $DATASET --data_dir $DATA_DIR --output_dir $OUT/$DA
 llmrec prepare "$DATASET" --data_dir "$DATA_DIR" --output_dir "$OUT/$DATASET" --overwrite
 
 echo "== 2/3  llmrec train --config $CONFIG --data $OUT/$DATASET --output_dir $OUT/llm"
-rm -rf "$OUT/llm"  # the demo's own run directory: start fresh each time
-llmrec train --config "$CONFIG" --data "$OUT/$DATASET" --output_dir "$OUT/llm"
+# --overwrite replaces the demo's previous run (only files llmrec wrote) and refuses any other directory
+llmrec train --config "$CONFIG" --data "$OUT/$DATASET" --output_dir "$OUT/llm" --overwrite true
 
 echo "== 3/3  llmrec recommend for a sample user (the history is that user's test-split history)"
 # one raw item id per line -> one --history value per item
