@@ -225,6 +225,7 @@ def evaluate(
     max_users: int | None = None,
     progress: bool = False,
     return_ranks: bool = False,
+    protocol_note: str | None = None,
 ) -> dict:
     """Full-ranking leave-one-out evaluation of any model that scores the whole catalog.
 
@@ -249,6 +250,9 @@ def evaluate(
         progress: show a tqdm bar.
         return_ranks: also return each user's 0-based target rank (``"ranks"``: int64 numpy array ``[num_users]``,
             in the order of ``data.users``), e.g. for a paired bootstrap; not JSON-serialisable as it is.
+        protocol_note: how the model's scores cover the catalog, appended to ``protocol`` (and stored as
+            ``"scoring"``) when not empty, e.g. a beam search that scores only its beam items; ``None`` (default):
+            the ``protocol_note`` attribute of the recommender ``score_fn`` is a bound method of, if any.
 
     Returns:
         ``{"split", "num_users", "num_items", "ks", "protocol", "metrics": {...}, "targets_in_history",
@@ -284,17 +288,22 @@ def evaluate(
         repeats += sum(int(t) in set(h) for h, t in zip(hist, tgt.tolist()))
         ranks.append(acc.add(scores, tgt))
     metrics = acc.result()
+    protocol = protocol_description(split, mask_history, num_items, 0 if excl is None else len(excl))
+    if protocol_note is None:
+        protocol_note = str(getattr(getattr(score_fn, "__self__", None), "protocol_note", "") or "")
     result = {
         "split": split,
         "num_users": len(histories),
         "num_items": num_items,
         "ks": list(ks),
-        "protocol": protocol_description(split, mask_history, num_items, 0 if excl is None else len(excl)),
+        "protocol": f"{protocol}; {protocol_note}" if protocol_note else protocol,
         "metrics": metrics,
         "targets_in_history": repeats,
         "users_digest": users_digest(data.users[: len(histories)]),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
+    if protocol_note:
+        result["scoring"] = protocol_note
     if return_ranks:
         result["ranks"] = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     return result

@@ -16,6 +16,10 @@ item token. Pieces are tokenized separately and concatenated (each item piece on
 is always the single id of ``<|item_i|>`` and truncation works on whole items: the history keeps its last
 ``max_items`` items, then drops the oldest until the prompt fits ``max_tokens``.
 
+Semantic IDs (``llmrec.items.semantic``): with a ``SemanticVocab`` and the catalog's code paths, ``{item}`` (and the
+target) becomes the item's ``L`` code tokens ``<|sid_0_c0|>..<|sid_{L-1}_c{L-1}|>``, one id each, in level order;
+truncation still removes whole items (all ``L`` codes, and their text).
+
 Templates are looked up by name in ``$LLMREC_PROMPTS`` (if set), then in the repository's ``prompts/``, then in the
 copy packaged into the wheel (``llmrec/prompts``, a link to ``prompts/`` in the source tree);
 a path to a ``.txt`` file works too. Run directories store the template text, so loading a run never needs
@@ -30,8 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from llmrec.errors import PromptError
 from llmrec.items.atomic import ItemVocab
+from llmrec.items.semantic_vocab import SemanticVocab
 
 _KEYS = {"prefix", "item", "suffix", "system", "chat"}
 _PLACEHOLDER = "\u2063LLMREC_USER_TURN\u2063"
@@ -134,25 +141,34 @@ class PromptEncoder:
 
     Args:
         template: the prompt template.
-        tokenizer: a tokenizer holding the item tokens.
-        vocab: where the item tokens are.
+        tokenizer: a tokenizer holding the item tokens (or the code tokens).
+        vocab: where the item tokens are: an ``ItemVocab`` (one token per item) or a ``SemanticVocab`` (code
+            tokens; then ``codes`` is required).
         catalog: the ``Catalog`` (``titles`` and ``raw_ids`` by internal id fill ``{title}`` and ``{raw_id}``).
         max_items: keep only the last ``max_items`` history items.
         max_tokens: drop the oldest items until the prompt (with target) has at most this many tokens.
+        codes: ``[N, L]`` code paths (row ``i`` = item ``i``), for a ``SemanticVocab``.
     """
 
     def __init__(
         self,
         template: PromptTemplate,
         tokenizer,
-        vocab: ItemVocab,
+        vocab: ItemVocab | SemanticVocab,
         catalog,
         max_items: int = 20,
         max_tokens: int | None = None,
+        codes: np.ndarray | None = None,
     ):
         if max_items < 1:
             raise PromptError(f"max_items must be >= 1, got {max_items}")
         self.template, self.tokenizer, self.vocab = template, tokenizer, vocab
+        self._code_ids: list[list[int]] | None = None  # per item, its L code token ids (semantic IDs)
+        if isinstance(vocab, SemanticVocab):
+            if codes is None:
+                raise PromptError("a semantic-ID prompt encoder needs the catalog's code paths (codes)")
+            self._code_ids = vocab.token_table(codes).tolist()
+        self.num_items = len(self._code_ids) if self._code_ids is not None else vocab.num_items
         self.titles, self.raw_ids = catalog.titles, catalog.raw_ids
         self.max_items, self.max_tokens = max_items, max_tokens
         self.uses_chat = template.chat and bool(getattr(tokenizer, "chat_template", None))
@@ -175,14 +191,23 @@ class PromptEncoder:
     def _encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
+    @property
+    def tokens_per_item(self) -> int:
+        """Tokens of one item's identity: 1 (atomic), or ``L`` code tokens (semantic IDs)."""
+        return 1 if self._code_ids is None else self.vocab.num_levels
+
+    def target_ids(self, item: int) -> list[int]:
+        """The token ids that stand for ``item`` itself (what ``{item}`` becomes, and a training target)."""
+        return [self.vocab.token_id(item)] if self._code_ids is None else list(self._code_ids[item])
+
     def item_ids(self, item: int) -> list[int]:
         """Token ids of one rendered history item."""
         if self._plain_items:
-            return [self.vocab.token_id(item)]
+            return self.target_ids(item)
         ids = self._item_cache.get(item)
         if ids is None:
             before, _, after = self.template.item.partition("{item}")
-            ids = self._encode_text(self._fill(before, item)) + [self.vocab.token_id(item)]
+            ids = self._encode_text(self._fill(before, item)) + self.target_ids(item)
             ids += self._encode_text(self._fill(after, item))
             self._item_cache[item] = ids
         return ids
@@ -193,12 +218,12 @@ class PromptEncoder:
         return text.replace("{title}", title or "").replace("{raw_id}", raw)
 
     def encode(self, history: Sequence[int], target: int | None = None) -> list[int]:
-        """Token ids of the prompt for ``history`` (oldest first), followed by the target's token if given."""
+        """Token ids of the prompt for ``history`` (oldest first), followed by the target's token(s) if given."""
         for i in history:
-            if not 0 <= i < self.vocab.num_items:
-                raise PromptError(f"item id {i} is outside the catalog (0..{self.vocab.num_items - 1})")
+            if not 0 <= i < self.num_items:
+                raise PromptError(f"item id {i} is outside the catalog (0..{self.num_items - 1})")
         pieces = [self.item_ids(i) for i in list(history)[-self.max_items :]]
-        end = [self.vocab.token_id(target)] if target is not None else []
+        end = self.target_ids(target) if target is not None else []
         if self.max_tokens is not None:
             fixed = len(self.head) + len(self.tail) + len(end)
             total = fixed + sum(len(p) for p in pieces)

@@ -132,6 +132,13 @@ def load_run_data(run_dir: str | os.PathLike, data: str | os.PathLike | None = N
     return prepared
 
 
+def evaluation_protocol(result: dict) -> str:
+    """The protocol of an ``evaluate`` result without its model's scoring note (e.g. a semantic-ID beam search):
+    runs that score the catalog differently are still comparable under one evaluation protocol."""
+    protocol, note = result.get("protocol", ""), result.get("scoring", "")
+    return protocol.removesuffix(f"; {note}") if note else protocol
+
+
 def write_metrics(run_dir: str | os.PathLike, info: dict, **fields) -> dict:
     """Write ``metrics.json`` in the shared schema (see the module docstring); returns what was written."""
     metrics = {

@@ -30,6 +30,7 @@ from llmrec.benchmark.trials import Trial
 from llmrec.errors import DataError
 from llmrec.evaluation import metrics_from_ranks, paired_bootstrap, users_digest
 from llmrec.files import atomic_write_json, read_json
+from llmrec.runs import evaluation_protocol
 
 REPORT_FORMAT = 1
 REPORT_METRICS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr")
@@ -193,7 +194,7 @@ def dataset_block(suite: Suite, dataset: Dataset, models: list[tuple], root: Pat
         for t in seeds:
             ranks[model.name][t.seed], g = test_ranks(t, dataset, device)
             gap = max(gap, g)
-            protocols[t.key] = read_json(t.run_dir / "metrics.json")["test"].get("protocol")
+            protocols[t.key] = evaluation_protocol(read_json(t.run_dir / "metrics.json")["test"])
         entries.append(model_entry(suite, model, sel, runs, num_trials))
     first_key, first = next(iter(protocols.items()))
     for key, protocol in protocols.items():

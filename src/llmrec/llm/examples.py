@@ -8,6 +8,11 @@ Objectives:
     sft                 classic supervised fine-tuning: one prompt per (prefix, next item) pair, loss at the
                         target only. Same number of predictions, many more forward passes.
 
+Semantic IDs (the encoder writes each item as its ``L`` code tokens): the same examples with every item's ``L``
+codes as targets, teacher-forced. ``sequence``: every code token of every item but the window's first (the
+hidden state before each code predicts it: the previous item's state the first code, the item's own earlier codes
+the others); ``sft``: the target item's ``L`` codes, the last ``L`` positions.
+
 Batches: ``batch_size`` examples per optimizer step over all processes and accumulation micro-batches, a function
 of the seed and the epoch only (length-bucketed, shuffled), so every process knows the global batch and a resumed
 run continues inside its epoch exactly.
@@ -28,6 +33,7 @@ Example = tuple[list[int], list[int]]  # (token ids, positions of the item token
 def build_examples(sequences: Sequence[Sequence[int]], encoder, objective: str, max_history: int) -> list[Example]:
     """Training examples ``(token_ids, target_positions)`` from training sequences (see the module docstring)."""
     vocab = encoder.vocab
+    width = encoder.tokens_per_item  # 1 (atomic item tokens) or L (code tokens)
     examples = []
     for seq in sequences:
         if len(seq) < 2:
@@ -40,14 +46,16 @@ def build_examples(sequences: Sequence[Sequence[int]], encoder, objective: str, 
                 start = max(0, end - max_history - 1)
                 s = seq[start:end]
                 ids = encoder.encode(s[:-1], target=s[-1])
-                # every item token but the window's first, which has no history inside the window
-                targets = [p for p in range(1, len(ids)) if vocab.first_id <= ids[p] < vocab.end_id][1:]
+                # every item token but the window's first, which has no history inside the window (atomic: as
+                # released, position 0 is skipped first, so `compact` also leaves its second item untrained)
+                first = 1 if width == 1 else 0
+                targets = [p for p in range(first, len(ids)) if vocab.first_id <= ids[p] < vocab.end_id][width:]
                 examples.append((ids, targets))
                 end = start + 1
         else:
             for t in range(1, len(seq)):
                 ids = encoder.encode(seq[max(0, t - max_history) : t], target=seq[t])
-                examples.append((ids, [len(ids) - 1]))
+                examples.append((ids, list(range(len(ids) - width, len(ids)))))
     return examples
 
 

@@ -36,8 +36,8 @@ from llmrec.llm.checkpoint import load_checkpoint, save_adapter, save_checkpoint
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.examples import build_examples, collate, epoch_batches
 from llmrec.llm.optim import make_optimizer, make_scheduler
-from llmrec.llm.recommender import LLMRecommender, load_llm_run
-from llmrec.llm.rundir import apply_plan, plan_train_dir, trim_log, write_train_run
+from llmrec.llm.recommender import load_llm_run, make_recommender
+from llmrec.llm.rundir import apply_plan, check_resumed_codes, plan_train_dir, trim_log, write_train_run
 from llmrec.runs import write_metrics
 
 
@@ -79,6 +79,7 @@ class Trainer:
         self.valid_data = data.subsample(cfg.eval_users, cfg.seed)
         self.state = LoopState()
         if resume:
+            check_resumed_codes(built, self.run_dir)
             self.state = LoopState(**load_checkpoint(acc, self.item_lm, self.optimizer, self.scheduler, self.run_dir))
             if acc.is_main_process:  # e.g. more epochs than the first launch: keep the resolved config current
                 save_config(cfg, self.run_dir / "config.yaml")
@@ -168,8 +169,10 @@ class Trainer:
         stop = [False]
         if acc.is_main_process:
             b = self.built
-            rec = LLMRecommender(self.item_lm, b.encoder, b.tokenizer, self.data.catalog, cfg.eval_batch_size)
-            res = evaluate(rec.score, self.valid_data, "valid", mask_history=True, batch_size=256)
+            rec = make_recommender(self.item_lm, b.encoder, b.tokenizer, self.data.catalog, cfg.eval_batch_size,
+                                   trie=b.trie, beam_width=cfg.beam_width)  # fmt: skip
+            res = evaluate(rec.score, self.valid_data, "valid", mask_history=True, batch_size=256,
+                           protocol_note=rec.protocol_note)  # fmt: skip
             entry = {"step": state.step, "epoch": state.epoch, **res,
                      "users_per_s": res["num_users"] / max(res["wall_time_s"], 1e-9)}  # fmt: skip
             state.evals.append({k: entry[k] for k in ("step", "epoch", "num_users", "users_per_s")}
@@ -198,7 +201,8 @@ class Trainer:
             if cfg.test_users >= 0:
                 rec = load_llm_run(self.run_dir, device=str(acc.device), batch_size=cfg.eval_batch_size)
                 test_data = self.data.subsample(cfg.test_users, cfg.seed)
-                res = evaluate(rec.score, test_data, "test", mask_history=True, batch_size=256, progress=cfg.progress)
+                res = evaluate(rec.score, test_data, "test", mask_history=True, batch_size=256, progress=cfg.progress,
+                               protocol_note=rec.protocol_note)  # fmt: skip
                 result["test"] = {**res, "users_per_s": res["num_users"] / max(res["wall_time_s"], 1e-9)}
             info = json.loads((self.run_dir / "run.json").read_text())
             result = write_metrics(self.run_dir, info, **result)

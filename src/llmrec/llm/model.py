@@ -1,4 +1,4 @@
-"""``ItemLM``: a causal LM seen as a next-item model over its item tokens.
+"""``ItemLM``: a causal LM seen as a next-item model over its item tokens (or its semantic-ID code tokens).
 
 Shapes: ``B`` prompts, ``L`` tokens, ``D`` hidden size, ``N`` catalog items, ``T`` training targets in a batch.
 """
@@ -10,18 +10,21 @@ from torch import nn
 
 from llmrec.batching import pad_sequences
 from llmrec.items.atomic import ItemVocab
+from llmrec.items.semantic_vocab import SemanticVocab
 from llmrec.llm.config import MASK_FILLS
 
 
-def item_rows(layer: nn.Module, vocab: ItemVocab) -> torch.Tensor:
-    """Effective item rows [N, D] of an embedding/linear layer, seen through a peft trainable-tokens wrapper."""
+def item_rows(layer: nn.Module, vocab: ItemVocab | SemanticVocab) -> torch.Tensor:
+    """Effective item (or code token) rows [end_id - first_id, D] of an embedding/linear layer, seen through a peft
+    trainable-tokens wrapper."""
     adapter = getattr(layer, "token_adapter", None)
     if adapter is not None and not adapter.disable_adapters and adapter.active_adapters:
         name = adapter.active_adapters[0]
         src = adapter.tied_adapter or adapter
         if name in src.trainable_tokens_delta:
             idx = src.token_indices[name]
-            if idx[0] == vocab.first_id and len(idx) == vocab.num_items and idx[-1] == vocab.end_id - 1:
+            rows = vocab.end_id - vocab.first_id
+            if idx[0] == vocab.first_id and len(idx) == rows and idx[-1] == vocab.end_id - 1:
                 return src.trainable_tokens_delta[name]
     weight = layer.original_module.weight if hasattr(layer, "original_module") else layer.weight
     return weight[vocab.first_id : vocab.end_id]
@@ -48,12 +51,18 @@ class ItemLM(nn.Module):
             blows the gradient up ~1000x per layer, so keep a BOS token first, as ``compact_bos`` does).
             ``mean``: the mean of the current item rows (detached), an "unknown item"; stable at any depth.
         label_smoothing: label smoothing of the next-item cross-entropy (spread over the item tokens only).
+
+    Semantic IDs (``vocab`` a ``SemanticVocab``): every target is a code token, and its cross-entropy runs over the
+    code tokens of its own level only (rows ``vocab.level_range(l)``), label smoothing spread over that level.
+    Item masking hides whole items: one draw per item (at its level-0 code) hides all its ``L`` code tokens, with
+    ``zero`` or the mean of the current rows of each code's level (``mean``). ``score`` is for atomic item tokens
+    only; a semantic-ID model ranks by beam search (``llmrec.llm.recommender.SemanticLLMRecommender``).
     """
 
     def __init__(
         self,
         lm,
-        vocab: ItemVocab,
+        vocab: ItemVocab | SemanticVocab,
         embed_dropout: float = 0.0,
         item_mask_prob: float = 0.0,
         item_mask_fill: str = "zero",
@@ -63,6 +72,7 @@ class ItemLM(nn.Module):
         if item_mask_fill not in MASK_FILLS:
             raise ValueError(f"item_mask_fill must be one of {MASK_FILLS}, got {item_mask_fill!r}")
         self.lm, self.vocab = lm, vocab
+        self.semantic = isinstance(vocab, SemanticVocab)
         self.item_mask_fill, self.item_mask_prob = item_mask_fill, item_mask_prob
         self.embed_dropout = nn.Dropout(embed_dropout)
         self.label_smoothing = label_smoothing
@@ -76,14 +86,31 @@ class ItemLM(nn.Module):
         return next(self.lm.parameters()).device
 
     def item_weights(self) -> torch.Tensor:
-        """Output rows of the item tokens, [N, D] (differentiable)."""
+        """Output rows of the item tokens, [N, D] (semantic IDs: of every code token, [C, D]; differentiable)."""
         base = self._base[0]
         return item_rows(base.get_input_embeddings() if self.tied else base.get_output_embeddings(), self.vocab)
 
     def hide_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, L] bool: the item tokens to hide in this training forward pass (each with ``item_mask_prob``)."""
         draw = torch.rand(input_ids.shape, device=input_ids.device)
-        return self.vocab.is_item(input_ids) & (draw < self.item_mask_prob)
+        if not self.semantic:
+            return self.vocab.is_item(input_ids) & (draw < self.item_mask_prob)
+        level = self.vocab.level_of(input_ids)  # [B, L], -1 for text tokens
+        start = (level == 0) & (draw < self.item_mask_prob)  # one draw per item, at its first code
+        hide = start.clone()
+        for lvl in range(1, self.vocab.num_levels):  # an item's codes are contiguous: level l sits l tokens later
+            hide[:, lvl:] |= start[:, :-lvl] & (level[:, lvl:] == lvl)
+        return hide
+
+    def _mask_fill(self, embedding: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+        """The ``mean`` fill of each position: [D] (atomic), or [B, L, D] (each code token's level mean)."""
+        rows = item_rows(embedding, self.vocab).detach()
+        if not self.semantic:
+            return rows.mean(0)  # [D]
+        first = self.vocab.first_id
+        ranges = [self.vocab.level_range(lvl) for lvl in range(self.vocab.num_levels)]
+        means = torch.stack([rows[s - first : e - first].mean(0) for s, e in ranges])  # [levels, D]
+        return means[self.vocab.level_of(input_ids).clamp(min=0)]  # [B, L, D]
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
@@ -94,7 +121,7 @@ class ItemLM(nn.Module):
             if self.item_mask_fill == "zero":
                 embeds = embeds.masked_fill(hide, 0.0)
             else:
-                fill = item_rows(embedding, self.vocab).detach().mean(0)  # [D]
+                fill = self._mask_fill(embedding, input_ids)
                 embeds = torch.where(hide, fill.to(embeds.dtype), embeds)
         return self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
@@ -111,10 +138,28 @@ class ItemLM(nn.Module):
         hidden = self.hidden_states(input_ids, attention_mask)  # [B, L, D]
         tmask = target_mask[:, 1:]
         h = hidden[:, :-1][tmask]  # [T, D], the state before each target token
+        if self.semantic:
+            return self._code_loss(h, input_ids[:, 1:][tmask])
         targets = input_ids[:, 1:][tmask] - self.vocab.first_id  # [T]
         logits = h.float() @ self.item_weights().float().T  # [T, N]
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum", label_smoothing=self.label_smoothing)
         return loss, targets.numel()
+
+    def _code_loss(self, h: torch.Tensor, tokens: torch.Tensor):
+        """Summed cross-entropy of code-token targets ``tokens`` [T], each over its own level's codes only."""
+        levels = self.vocab.level_of(tokens)  # [T]
+        if (levels < 0).any():
+            raise ValueError("a target of a semantic-ID model is not a code token")
+        weights, first = self.item_weights().float(), self.vocab.first_id  # [C, D]
+        loss = h.new_zeros((), dtype=torch.float32)
+        for lvl in range(self.vocab.num_levels):
+            sel = levels == lvl
+            start, end = self.vocab.level_range(lvl)
+            logits = h[sel].float() @ weights[start - first : end - first].T  # [T_l, C_l]
+            loss = loss + nn.functional.cross_entropy(
+                logits, tokens[sel] - start, reduction="sum", label_smoothing=self.label_smoothing
+            )
+        return loss, tokens.numel()
 
     @torch.no_grad()
     def score(self, prompts: list[list[int]], pad_id: int, batch_size: int = 64) -> torch.Tensor:
@@ -123,6 +168,8 @@ class ItemLM(nn.Module):
         Runs in eval mode (restoring the previous mode); prompts are sorted by length so padding stays small; an
         empty prompt is scored as a single padding token.
         """
+        if self.semantic:
+            raise TypeError("ItemLM.score ranks atomic item tokens; a semantic-ID model ranks by beam search")
         was_training = self.training
         self.eval()
         try:

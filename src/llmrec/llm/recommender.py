@@ -5,6 +5,13 @@ rec.catalog                                   # the run's own Catalog (run_dir/c
 rec.score(histories) -> Tensor [B, N]         # float32 CPU, higher = more likely next; internal item ids
 rec.score_text(prompts) -> Tensor [B, N]      # ready-made prompt strings (item tokens as <|item_i|>)
 rec.generate(history, k) -> list[int]         # constrained beam search; the same top k as ``score``
+
+A semantic-ID run (``item_ids: semantic`` in its config.yaml) loads as a ``SemanticLLMRecommender``: the same
+interface, but ``score`` is a beam search of width ``beam_width`` over the catalog's code trie
+(``llmrec.decoding.generate_items_by_codes``), turned into ``[B, N]`` scores by ``beam_score_matrix``: beam items
+keep their beam scores (the sum of the per-level code log-probabilities), every other item gets one floor score
+below them, so it ties last (the evaluator breaks ties pessimistically). ``protocol_note`` says so, and the shared
+evaluator appends it to the protocol of every result.
 """
 
 from __future__ import annotations
@@ -17,15 +24,19 @@ from peft import PeftModel
 
 from llmrec.config import check_yaml_values, load_yaml
 from llmrec.data import Catalog, DataError
-from llmrec.decoding import generate_items
+from llmrec.decoding import beam_score_matrix, generate_items, generate_items_by_codes
 from llmrec.items.atomic import find_item_vocab, resize_for_items
-from llmrec.llm.config import TrainConfig
+from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids
+from llmrec.items.semantic_vocab import find_sid_vocab
+from llmrec.llm.config import ITEM_IDS, TrainConfig
 from llmrec.llm.loading import load_causal_lm, load_tokenizer
 from llmrec.llm.model import ItemLM
 from llmrec.prompts import PromptEncoder, parse_template
 from llmrec.runs import read_run_info, run_catalog
+from llmrec.trie import CodeTrie
 
 RUN_FILES = ("run.json", "config.yaml", "prompt.txt", "tokenizer", "adapter", "catalog.parquet")
+SEMANTIC_RUN_FILES = (*RUN_FILES, IDS_FILE, CENTROIDS_FILE)  # a semantic-ID run also keeps its codes
 
 
 class LLMRecommender:
@@ -39,6 +50,8 @@ class LLMRecommender:
         batch_size: prompts per forward pass in ``score``.
         name: display name.
     """
+
+    protocol_note = ""  # atomic item tokens: every item is scored, nothing to add to the evaluator's protocol
 
     def __init__(self, item_lm: ItemLM, encoder, tokenizer, catalog: Catalog, batch_size: int = 64, name="llm"):
         self.item_lm, self.encoder, self.tokenizer, self.catalog = item_lm, encoder, tokenizer, catalog
@@ -87,13 +100,108 @@ class LLMRecommender:
             self.item_lm.train(was_training)
 
 
-def load_llm_run(run_dir: str | Path, device: str | None = None, batch_size: int = 64, merge: bool = True):
+class SemanticLLMRecommender(LLMRecommender):
+    """Recommendations of a semantic-ID model: beam search over the catalog's code trie (see the module docstring).
+
+    Args:
+        trie: the catalog's code paths (``llmrec.trie.CodeTrie``).
+        beam_width: beams per history in ``score`` (at least the largest K asked for; ``generate`` uses
+            ``max(k, beam_width)`` so it returns the same items as ``score``).
+        exclude_history: ``score`` excludes each history's items inside the search (at the trie's leaves), so no
+            beam is spent on an item the evaluator masks; they then tie last with the other non-beam items, a
+            repeated target too. Off by default: ``score`` stays unmasked like every recommender's (the evaluator
+            keeps a repeated target rankable), and ``beam_width`` leaves room for the history items it masks.
+        item_lm, encoder, tokenizer, catalog, batch_size, name: as ``LLMRecommender`` (``batch_size`` prompts per
+            ``generate`` call, i.e. ``batch_size * beam_width`` sequences).
+    """
+
+    def __init__(self, item_lm: ItemLM, encoder, tokenizer, catalog: Catalog, trie: CodeTrie, beam_width: int = 50,
+                 batch_size: int = 64, name: str = "llm", exclude_history: bool = False):  # fmt: skip
+        super().__init__(item_lm, encoder, tokenizer, catalog, batch_size=batch_size, name=name)
+        self.trie, self.beam_width, self.exclude_history = trie, beam_width, exclude_history
+
+    @property
+    def num_items(self) -> int:
+        return self.trie.num_items
+
+    @property
+    def protocol_note(self) -> str:
+        inside = ", history items excluded inside the search" if self.exclude_history else ""
+        return (f"scores from trie-constrained beam search of width {self.beam_width} over semantic ids{inside}; "
+                "items outside the beams score below every beam item and tie last")  # fmt: skip
+
+    def beams(self, prompts: Sequence[Sequence[int]], exclude, width: int) -> tuple[list, list]:
+        """Per prompt, the beam items (best first) and their scores; ``exclude``: per prompt, items to leave out."""
+        items: list[list[int]] = [[] for _ in prompts]
+        scores: list[list[float]] = [[] for _ in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths: little padding
+        was_training = self.item_lm.training
+        self.item_lm.eval()
+        try:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                excl = [exclude[i] for i in idx] if exclude is not None else None
+                found, values = generate_items_by_codes(
+                    self.item_lm.lm, self.item_lm.vocab, self.trie, [prompts[i] for i in idx], self.pad_id,
+                    k=width, exclude=excl, return_scores=True,
+                )  # fmt: skip
+                for row, i in enumerate(idx):
+                    items[i], scores[i] = found[row], values[row]
+        finally:
+            self.item_lm.train(was_training)
+        return items, scores
+
+    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[B, N]`` float32 CPU: beam items their beam scores, every other item a floor below them (no masking
+        besides ``exclude_history``)."""
+        exclude = [list(h) for h in histories] if self.exclude_history else None
+        items, scores = self.beams([self._prompt(h) for h in histories], exclude, self.beam_width)
+        return beam_score_matrix(items, scores, self.num_items)
+
+    def score_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``score`` for ready-made prompt strings (code tokens as ``<|sid_l_c|>``), nothing excluded."""
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] or [self.start_id] for p in prompts]
+        return beam_score_matrix(*self.beams(ids, None, self.beam_width), self.num_items)
+
+    def generate(
+        self, history: Sequence[int], k: int = 10, exclude_seen: bool = True, do_sample: bool = False
+    ) -> list[int]:
+        """Top ``k`` items by trie-constrained beam search (width ``max(k, beam_width)``), or ``k`` samples."""
+        exclude = [list(history)] if exclude_seen else None
+        if not do_sample:
+            return self.beams([self._prompt(history)], exclude, max(k, self.beam_width))[0][0][:k]
+        was_training = self.item_lm.training
+        self.item_lm.eval()
+        try:
+            return generate_items_by_codes(self.item_lm.lm, self.item_lm.vocab, self.trie, [self._prompt(history)],
+                                           self.pad_id, k=k, exclude=exclude, do_sample=True)[0]  # fmt: skip
+        finally:
+            self.item_lm.train(was_training)
+
+
+def make_recommender(item_lm: ItemLM, encoder, tokenizer, catalog: Catalog, batch_size: int = 64, name: str = "llm",
+                     trie: CodeTrie | None = None, beam_width: int = 50) -> LLMRecommender:  # fmt: skip
+    """An ``LLMRecommender``, or with a ``trie`` (semantic IDs) a ``SemanticLLMRecommender``."""
+    if trie is None:
+        return LLMRecommender(item_lm, encoder, tokenizer, catalog, batch_size=batch_size, name=name)
+    return SemanticLLMRecommender(item_lm, encoder, tokenizer, catalog, trie, beam_width, batch_size, name)
+
+
+def load_llm_run(
+    run_dir: str | Path,
+    device: str | None = None,
+    batch_size: int = 64,
+    merge: bool = True,
+    beam_width: int | None = None,
+):
     """Rebuild the recommender of a run directory written by ``llmrec train`` (needs only the run directory).
 
     The base model is loaded as it was trained: the same layers, dtype and, for a QLoRA run (``load_in_4bit``),
     the same NF4 quantisation on the GPU (the LoRA weights are then kept unmerged, as in training). Otherwise, with
     ``merge`` (default), the LoRA matrices and item rows are merged into the base weights: the same scores (to
-    float rounding), about 3x faster per request on CPU than through the peft wrappers.
+    float rounding), about 3x faster per request on CPU than through the peft wrappers. A semantic-ID run
+    (``item_ids: semantic``) also reads its code paths (semantic_ids.parquet, checked against the catalog) and
+    returns a ``SemanticLLMRecommender`` with the run's ``beam_width`` (or the one given).
 
     Raises:
         DataError: a required file of the run is missing or its config.yaml is malformed.
@@ -105,6 +213,12 @@ def load_llm_run(run_dir: str | Path, device: str | None = None, batch_size: int
             raise DataError(f"{run} is not a complete LLM run directory: {name} is missing")
     info = read_run_info(run)
     cfg = check_yaml_values(TrainConfig, load_yaml(run / "config.yaml"), run / "config.yaml")
+    if cfg.get("item_ids", "atomic") not in ITEM_IDS:
+        raise DataError(f"{run / 'config.yaml'}: item_ids must be one of {ITEM_IDS}, got {cfg['item_ids']!r}")
+    semantic = cfg.get("item_ids", "atomic") == "semantic"
+    for name in SEMANTIC_RUN_FILES if semantic else ():
+        if not (run / name).exists():
+            raise DataError(f"{run} is not a complete semantic-ID run directory: {name} is missing")
     catalog = run_catalog(run)
     quantized = bool(cfg.get("load_in_4bit", False))
     lm, _ = load_causal_lm(
@@ -115,7 +229,8 @@ def load_llm_run(run_dir: str | Path, device: str | None = None, batch_size: int
         trust_remote_code=cfg.get("trust_remote_code", False),
     )
     tokenizer = load_tokenizer(str(run / "tokenizer"))
-    vocab = find_item_vocab(tokenizer, len(catalog))
+    sids = load_semantic_ids(run, len(catalog)) if semantic else None
+    vocab = find_sid_vocab(tokenizer, sids.level_sizes) if semantic else find_item_vocab(tokenizer, len(catalog))
     resize_for_items(lm, vocab)
     lm = PeftModel.from_pretrained(lm, str(run / "adapter"), is_trainable=False)
     if merge and not quantized:
@@ -124,8 +239,11 @@ def load_llm_run(run_dir: str | Path, device: str | None = None, batch_size: int
     if device and not quantized:  # a 4-bit model already sits on its GPU (device_map)
         item_lm.to(device)
     template = parse_template((run / "prompt.txt").read_text(encoding="utf-8"), cfg.get("prompt", "prompt"))
+    codes = sids.codes if semantic else None
     encoder = PromptEncoder(
-        template, tokenizer, vocab, catalog, cfg.get("max_history", 20), cfg.get("max_prompt_tokens")
+        template, tokenizer, vocab, catalog, cfg.get("max_history", 20), cfg.get("max_prompt_tokens"), codes
     )
     name = f"{info.get('model', 'llm')}:{run.name}"
-    return LLMRecommender(item_lm, encoder, tokenizer, catalog, batch_size=batch_size, name=name)
+    trie = CodeTrie(sids.codes, sids.level_sizes) if semantic else None
+    width = beam_width or cfg.get("beam_width", 50)
+    return make_recommender(item_lm, encoder, tokenizer, catalog, batch_size, name, trie=trie, beam_width=width)

@@ -6,16 +6,19 @@ import dataclasses
 import json
 from pathlib import Path
 
-from llmrec.config import save_config
-from llmrec.data import PreparedData
+import numpy as np
+
+from llmrec.config import ConfigError, save_config
+from llmrec.data import DataError, PreparedData
 from llmrec.files import atomic_write_text
+from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids, save_semantic_ids
 from llmrec.llm.checkpoint import has_checkpoint
 from llmrec.runs import clear_outputs, plan_run_dir, write_run_info
 
 # everything `llmrec train` writes into a run directory (what --overwrite may remove; feedback.sqlite stays)
 TRAIN_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "prompt.txt", "tokenizer", "adapter", "checkpoint",
                  ".checkpoint.tmp", ".checkpoint.old", ".adapter.tmp", ".adapter.old", "metrics.json",
-                 "train_log.jsonl", "eval_valid.json", "eval_test.json")  # fmt: skip
+                 "train_log.jsonl", "eval_valid.json", "eval_test.json", IDS_FILE, CENTROIDS_FILE)  # fmt: skip
 
 
 def plan_train_dir(cfg) -> str:
@@ -42,11 +45,14 @@ def apply_plan(cfg, acc, plan: str) -> bool:
 
 
 def write_train_run(cfg, data: PreparedData, built, run_dir: Path) -> dict:
-    """The first files of a new run: config.yaml (as run), tokenizer/, prompt.txt, catalog.parquet, run.json."""
+    """The first files of a new run: config.yaml (as run), tokenizer/, prompt.txt, catalog.parquet, run.json, and
+    for ``--item_ids semantic`` semantic_ids.parquet + semantic_centroids.safetensors (``save_semantic_ids``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(dataclasses.replace(cfg, item_cf_dim=built.item_cf_dim), run_dir / "config.yaml")
     built.tokenizer.save_pretrained(run_dir / "tokenizer")
     atomic_write_text(run_dir / "prompt.txt", built.template.text)
+    if built.sids is not None:
+        save_semantic_ids(built.sids, run_dir)
     return write_run_info(
         run_dir,
         "llm",
@@ -66,3 +72,22 @@ def trim_log(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def check_resumed_codes(built, run_dir: Path) -> None:
+    """A resumed semantic-ID run must rebuild the code paths it started with (its examples are written in them).
+
+    Raises:
+        ConfigError: the rebuilt codes differ from ``run_dir``'s (e.g. other text embeddings or k-means settings).
+    """
+    if built.sids is None:
+        return
+    try:
+        saved = load_semantic_ids(run_dir, built.sids.num_items)
+    except DataError as e:
+        raise ConfigError(f"resume: {e}") from None
+    if saved.level_sizes != built.sids.level_sizes or not np.array_equal(saved.codes, built.sids.codes):
+        raise ConfigError(
+            f"resume: the semantic ids rebuilt from the config differ from {run_dir / IDS_FILE}; resume with the "
+            "settings the run started with, or start again with --overwrite"
+        )
