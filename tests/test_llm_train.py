@@ -111,6 +111,11 @@ def test_sft_examples_one_per_target(paths):
     windows = build_examples([list(range(12)) * 2], enc, "sequence", 5)
     assert len(windows) == 5 and sum(len(t) for _, t in windows) == 23
     assert all(ids[-1] == ids[t[-1]] for ids, t in sft_ex)
+    # a template whose first item sits at position 0 (`compact`) still predicts every item but the first
+    compact = PromptEncoder(load_template("compact"), tok, vocab, data.catalog)
+    assert sum(len(t) for _, t in build_examples(seqs, compact, "sequence", 20)) == len(sft_ex)
+    (ids, targets), *_ = build_examples([[3, 4, 5]], compact, "sequence", 20)
+    assert [ids[p] for p in targets] == [vocab.token_id(4), vocab.token_id(5)]
 
 
 def test_loss_falls_and_saved_run_reproduces(paths):

@@ -46,10 +46,9 @@ def build_examples(sequences: Sequence[Sequence[int]], encoder, objective: str, 
                 start = max(0, end - max_history - 1)
                 s = seq[start:end]
                 ids = encoder.encode(s[:-1], target=s[-1])
-                # every item token but the window's first, which has no history inside the window (atomic: as
-                # released, position 0 is skipped first, so `compact` also leaves its second item untrained)
-                first = 1 if width == 1 else 0
-                targets = [p for p in range(first, len(ids)) if vocab.first_id <= ids[p] < vocab.end_id][width:]
+                # every item token but the window's first item, which has no history inside the window (its tokens
+                # may start at position 0, as with the `compact` template)
+                targets = [p for p in range(len(ids)) if vocab.first_id <= ids[p] < vocab.end_id][width:]
                 examples.append((ids, targets))
                 end = start + 1
         else:
