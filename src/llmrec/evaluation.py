@@ -4,7 +4,9 @@ Protocol (stated again in ``evaluate``'s docstring and in every result's ``proto
     leave-one-out; for split "valid" the history is ``s[:-2]`` and the target ``s[-2]``, for "test" the history is
     ``s[:-1]`` and the target ``s[-1]``; the target is ranked against the whole catalog; by default the items of the
     user's input history (other than the target itself) are removed from the candidates; ties are broken
-    pessimistically (the target is placed after every other item with the same score).
+    pessimistically (the target is placed after every other item with the same score). On a cold-start data set
+    (``llmrec prepare --cold_items``) the histories hold no cold item, the targets may be cold, and ``targets``
+    "warm" / "cold" restricts the users to those whose target is warm / cold (the two partition "all").
 
 Ranks are 0-based here: rank 0 is the top of the list. Metric keys: ``hr@K`` (hit rate, equal to recall@K with
 one target per user), ``ndcg@K``, ``precision@K`` (= hr@K / K), ``mrr`` (over the full ranking), ``coverage@K``
@@ -27,6 +29,7 @@ from llmrec.inference import mask_items
 ScoreFn = Callable[[list[list[int]]], torch.Tensor]
 
 DEFAULT_KS = (1, 5, 10, 20)
+TARGET_SETS = ("all", "warm", "cold")  # evaluate(targets=...): every user, or those whose target is warm / cold
 
 
 def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -198,7 +201,9 @@ def users_digest(users: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(users).encode("utf-8")).hexdigest()[:16]
 
 
-def protocol_description(split: str, mask_history: bool, num_items: int, exclude_count: int = 0) -> str:
+def protocol_description(
+    split: str, mask_history: bool, num_items: int, exclude_count: int = 0, cold_count: int = 0
+) -> str:
     hist = "s[:-2]" if split == "valid" else "s[:-1]"
     target = "s[-2]" if split == "valid" else "s[-1]"
     masked = (
@@ -207,6 +212,11 @@ def protocol_description(split: str, mask_history: bool, num_items: int, exclude
         else "history items kept as candidates"
     )
     extra = f"; {exclude_count} item(s) excluded for every user" if exclude_count else ""
+    if cold_count:
+        hist += " without cold items"
+        extra += (
+            f"; cold-start: {cold_count:,} cold items, absent from every history and training part, kept as targets"
+        )
     return (
         f"leave-one-out, split={split} (history {hist}, target {target}); full ranking over all {num_items} items; "
         f"{masked}{extra}; ties broken pessimistically"
@@ -226,13 +236,16 @@ def evaluate(
     progress: bool = False,
     return_ranks: bool = False,
     protocol_note: str | None = None,
+    targets: str = "all",
 ) -> dict:
     """Full-ranking leave-one-out evaluation of any model that scores the whole catalog.
 
     Protocol: for every user with sequence ``s``, split "valid" uses history ``s[:-2]`` and target ``s[-2]``;
-    split "test" uses history ``s[:-1]`` and target ``s[-1]``. ``score_fn`` scores all ``num_items`` items; the
-    target is ranked against the whole catalog (no sampled negatives). With ``mask_history`` (default) every item
-    of the user's input history except the target itself gets score ``-inf``. Items in ``exclude`` get ``-inf``
+    split "test" uses history ``s[:-1]`` and target ``s[-1]`` (on a cold-start data set the histories without the
+    cold items, ``PreparedData.split``). ``score_fn`` scores all ``num_items`` items; the target is ranked against
+    the whole catalog (no sampled negatives): cold items are candidates like any other (an ID model scores them by
+    rows that never saw them as an input or a target). With ``mask_history`` (default) every item of the user's input
+    history except the target itself gets score ``-inf``. Items in ``exclude`` get ``-inf``
     for every user. Ties are broken pessimistically: ``rank = #{score > target} + #{other items with score ==
     target}`` (worst case), so constant or degenerate scores cannot look good. Users are processed in batches of
     ``batch_size``, so memory is bounded by one ``[batch_size, num_items]`` block.
@@ -246,24 +259,32 @@ def evaluate(
         mask_history: remove history items from the candidates (see above).
         batch_size: users per ``score_fn`` call.
         exclude: item ids never recommended to anyone (e.g. items a model cannot produce).
-        max_users: evaluate only the first ``max_users`` users (for quick checks; the result says so).
+        max_users: evaluate only the first ``max_users`` users of the ``targets`` set (for quick checks; the
+            result says so).
         progress: show a tqdm bar.
         return_ranks: also return each user's 0-based target rank (``"ranks"``: int64 numpy array ``[num_users]``,
-            in the order of ``data.users``), e.g. for a paired bootstrap; not JSON-serialisable as it is.
+            in the order of ``data.users``, evaluated users only), e.g. for a paired bootstrap; not JSON-serialisable as it is.
         protocol_note: how the model's scores cover the catalog, appended to ``protocol`` (and stored as
             ``"scoring"``) when not empty, e.g. a beam search that scores only its beam items; ``None`` (default):
             the ``protocol_note`` attribute of the recommender ``score_fn`` is a bound method of, if any.
+        targets: ``TARGET_SETS``: "all" users (default), or only those whose ``split`` target is a "warm" or a
+            "cold" item; anything but "all" adds ``"targets"`` to the result and ``targets=... (N users)`` to the
+            protocol. Warm and cold partition the users, so their user-weighted rank metrics recombine to "all".
 
     Returns:
         ``{"split", "num_users", "num_items", "ks", "protocol", "metrics": {...}, "targets_in_history",
         "users_digest", "wall_time_s"}`` where the metric keys are ``hr@K``, ``ndcg@K``, ``mrr``, ``precision@K``,
         ``coverage@K``, ``avg_pop@K`` (see module doc); ``targets_in_history`` counts users whose target also
-        occurs in their input history, ``users_digest`` identifies the evaluated users (``users_digest``).
+        occurs in their input history, ``users_digest`` identifies the evaluated users (``users_digest``); a
+        cold-start data set adds ``"cold_items"`` (their count).
+
+    Raises:
+        ValueError: ``targets`` is not in ``TARGET_SETS``, or is "cold" on data without cold items.
     """
     start = time.perf_counter()
-    histories, targets = data.split(split)
+    histories, target_ids, users = _selected_users(data, split, targets)
     if max_users is not None:
-        histories, targets = histories[:max_users], targets[:max_users]
+        histories, target_ids, users = histories[:max_users], target_ids[:max_users], users[:max_users]
     num_items = data.num_items
     pop = torch.as_tensor(data.item_popularity())
     excl = torch.as_tensor(sorted(set(exclude)), dtype=torch.int64) if exclude else None
@@ -277,7 +298,7 @@ def evaluate(
         batches = tqdm(batches, desc=f"evaluate {split}", unit="batch")
     for lo in batches:
         hist = histories[lo : lo + batch_size]
-        tgt = torch.as_tensor(targets[lo : lo + batch_size], dtype=torch.int64)
+        tgt = torch.as_tensor(target_ids[lo : lo + batch_size], dtype=torch.int64)
         scores = score_fn([list(h) for h in hist])
         if scores.shape != (len(hist), num_items):
             raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {(len(hist), num_items)}")
@@ -288,7 +309,11 @@ def evaluate(
         repeats += sum(int(t) in set(h) for h, t in zip(hist, tgt.tolist()))
         ranks.append(acc.add(scores, tgt))
     metrics = acc.result()
-    protocol = protocol_description(split, mask_history, num_items, 0 if excl is None else len(excl))
+    protocol = protocol_description(
+        split, mask_history, num_items, 0 if excl is None else len(excl), len(data.cold_items)
+    )
+    if targets != "all":
+        protocol += f"; targets={targets} ({len(histories):,} users whose target is a {targets} item)"
     if protocol_note is None:
         protocol_note = str(getattr(getattr(score_fn, "__self__", None), "protocol_note", "") or "")
     result = {
@@ -299,11 +324,29 @@ def evaluate(
         "protocol": f"{protocol}; {protocol_note}" if protocol_note else protocol,
         "metrics": metrics,
         "targets_in_history": repeats,
-        "users_digest": users_digest(data.users[: len(histories)]),
+        "users_digest": users_digest(users),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
+    if targets != "all":
+        result["targets"] = targets
+    if data.cold_items:
+        result["cold_items"] = len(data.cold_items)
     if protocol_note:
         result["scoring"] = protocol_note
     if return_ranks:
         result["ranks"] = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     return result
+
+
+def _selected_users(data: PreparedData, split: str, targets: str) -> tuple[list[list[int]], list[int], list[str]]:
+    """``(histories, target ids, user ids)`` of ``split`` for the users of the ``targets`` set, in data order."""
+    if targets not in TARGET_SETS:
+        raise ValueError(f"targets must be one of {TARGET_SETS}, got {targets!r}")
+    histories, target_ids = data.split(split)
+    if targets == "all":
+        return histories, target_ids, list(data.users)
+    if targets == "cold" and not data.cold_items:
+        raise ValueError("targets=cold: the data set has no cold items (prepare it with --cold_items FRAC)")
+    want_cold = targets == "cold"
+    keep = [i for i, t in enumerate(target_ids) if (t in data.cold_items) == want_cold]
+    return [histories[i] for i in keep], [target_ids[i] for i in keep], [data.users[i] for i in keep]

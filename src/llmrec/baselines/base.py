@@ -3,10 +3,14 @@
 Conventions: internal item ids are ``0..num_items-1``; id ``num_items`` is padding and (BERT4Rec only)
 ``num_items + 1`` is the mask token. Sequences are right-padded, so with a causal model the real positions never
 attend to padding, and positions count from the oldest item of the (truncated) window.
+
+Losses (``token_loss``): "ce" full softmax, "bce" one uniform negative per position, "sampled" the sampled softmax
+of eSASRec (``NegativeSampler``, ``sampled_softmax_loss``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,6 +62,14 @@ class SequenceModel(nn.Module):
         """Scores of every real item: ``[..., D] -> [..., num_items]`` (output layer tied to the item embeddings)."""
         return hidden @ self.item_emb.weight[: self.num_items].T
 
+    def candidate_logits(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of some items only, as ``logits`` would give them: ``hidden [T, D]`` with ``items`` ``[T, K]`` (a
+        row of candidates per target) or ``[K]`` (the same candidates for every target) -> ``[T, K]``."""
+        emb = self.item_emb.weight[items]  # [T, K, D] or [K, D]
+        if items.dim() == 1:
+            return hidden @ emb.T
+        return torch.einsum("td,tkd->tk", hidden, emb)
+
     def history_hidden(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Hidden state that predicts the item after each history: ``[B, D]``."""
         items, lengths = right_pad(histories, self.args.max_len, self.pad_id)
@@ -76,22 +88,37 @@ class SequenceModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def loss(self, seqs: Sequence[Sequence[int]], loss_type: str, generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self,
+        seqs: Sequence[Sequence[int]],
+        loss_type: str,
+        generator: torch.Generator,
+        sampler: NegativeSampler | None = None,
+    ) -> torch.Tensor:
         """Next-item loss on every position of each training sequence (input ``items[:t]`` predicts ``items[t]``).
 
-        ``loss_type`` "ce": full softmax over all items; "bce": one uniformly sampled negative per position.
+        ``loss_type`` "ce": full softmax over all items; "bce": one uniformly sampled negative per position;
+        "sampled": sampled softmax with the negatives of ``sampler``.
         """
         items, _ = right_pad(seqs, self.args.max_len + 1, self.pad_id)
         items = items.to(self.item_emb.weight.device)
         inputs, labels = items[:, :-1], items[:, 1:]
         hidden = self.encode(inputs)  # [B, L, D]
-        return token_loss(self, hidden, labels, loss_type, generator)
+        return token_loss(self, hidden, labels, loss_type, generator, sampler)
 
 
 def token_loss(
-    model: SequenceModel, hidden: torch.Tensor, labels: torch.Tensor, loss_type: str, generator: torch.Generator
+    model: SequenceModel,
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    loss_type: str,
+    generator: torch.Generator,
+    sampler: NegativeSampler | None = None,
 ) -> torch.Tensor:
-    """Loss of predicting ``labels`` (``[B, L]``, pad = ignore) from ``hidden`` ``[B, L, D]``; logits only where needed."""
+    """Loss of predicting ``labels`` (``[B, L]``, pad = ignore) from ``hidden`` ``[B, L, D]``; logits only where needed.
+
+    ``sampler`` is required by (and only used by) ``loss_type`` "sampled".
+    """
     keep = labels != model.pad_id
     h = hidden[keep]  # [T, D]
     y = labels[keep]  # [T]
@@ -105,4 +132,80 @@ def token_loss(
         return F.binary_cross_entropy_with_logits(
             pos_logit, torch.ones_like(pos_logit)
         ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
-    raise ValueError(f"loss_type must be 'ce' or 'bce', got {loss_type!r}")
+    if loss_type == "sampled":
+        if sampler is None:
+            raise ValueError("loss_type 'sampled' needs a NegativeSampler")
+        return sampler.loss(model, h, y, generator)
+    raise ValueError(f"loss_type must be 'ce', 'bce' or 'sampled', got {loss_type!r}")
+
+
+@dataclass
+class NegativeSampler:
+    """The negatives of ``loss: sampled`` (eSASRec's sampled softmax) and its loss.
+
+    As in the eSASRec benchmark (RecTools' ``sampled_softmax``: ``n_negatives`` uniform draws per target position, with
+    replacement), every target position gets its own ``num_negatives`` negatives unless ``shared``, where one set of
+    ``num_negatives`` is drawn per batch and used at every position (much less memory: logits ``[T, N]`` without
+    gathering ``[T, N, D]`` embeddings). Negatives equal to the position's target (accidental hits) are masked out, as
+    in the sampled-softmax code of Khrylchenko et al. (RecTools keeps them).
+
+    Args:
+        num_items: catalog size; negatives are real items ``0..num_items-1``.
+        num_negatives: negatives per target position (per batch when ``shared``).
+        probs: sampling distribution ``[num_items]`` (float64, sums to 1; e.g. training popularity); None: uniform.
+        logq_correction: subtract ``log Q(j)`` (``Q = probs``, or ``1 / num_items`` when uniform) from every negative's
+            logit; the positive's logit is left as it is (see ``sampled_softmax_loss``).
+        shared: one set of negatives per batch instead of one per position.
+    """
+
+    num_items: int
+    num_negatives: int = 256
+    probs: torch.Tensor | None = None
+    logq_correction: bool = False
+    shared: bool = False
+
+    def sample(self, num_targets: int, generator: torch.Generator) -> torch.Tensor:
+        """Negative item ids on the CPU: ``[num_targets, num_negatives]`` (``[num_negatives]`` when ``shared``)."""
+        shape = (self.num_negatives,) if self.shared else (num_targets, self.num_negatives)
+        if self.probs is None:
+            return torch.randint(0, self.num_items, shape, generator=generator)
+        draws = torch.multinomial(self.probs, math.prod(shape), replacement=True, generator=generator)
+        return draws.view(shape)
+
+    def log_q(self, items: torch.Tensor) -> torch.Tensor:
+        """``log Q(j)`` of each item id in ``items`` (same shape, float32)."""
+        if self.probs is None:
+            return torch.full(items.shape, -math.log(self.num_items))
+        return self.probs.log().float()[items]
+
+    def loss(self, model: SequenceModel, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Sampled-softmax loss of the targets ``y`` ``[T]`` from their hidden states ``h`` ``[T, D]``."""
+        neg = self.sample(len(y), generator)  # [T, N] or [N], CPU
+        log_q = self.log_q(neg).to(h.device) if self.logq_correction else None
+        neg = neg.to(y.device)
+        pos_logit = model.candidate_logits(h, y[:, None])[:, 0]  # [T]
+        neg_logit = model.candidate_logits(h, neg)  # [T, N]
+        return sampled_softmax_loss(pos_logit, neg_logit, neg == y[:, None], log_q)
+
+
+def sampled_softmax_loss(
+    pos_logit: torch.Tensor, neg_logit: torch.Tensor, hits: torch.Tensor, neg_log_q: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over targets of ``-log softmax([s_pos, s_1 - log Q(j_1), ..., s_N - log Q(j_N)])[0]``.
+
+    The positive is always in the softmax (it is not drawn from Q), so its logit is not corrected, as in the reference
+    code of Khrylchenko et al., "Correcting the LogQ Correction" (RecSys 2025); Yi et al. (RecSys 2019) and TensorFlow's
+    ``sampled_softmax_loss`` correct the true class too, and subtract log of the expected count ``N * Q(j)`` (a constant
+    ``log N`` more than here). Accidental hits get ``-inf``, so they drop out of the softmax.
+
+    Args:
+        pos_logit: ``[T]`` logit of each target.
+        neg_logit: ``[T, N]`` logits of its negatives.
+        hits: ``[T, N]`` (or broadcastable) True where a negative is the target itself.
+        neg_log_q: ``log Q`` of each negative (broadcastable to ``[T, N]``); None: no correction.
+    """
+    if neg_log_q is not None:
+        neg_logit = neg_logit - neg_log_q
+    neg_logit = neg_logit.masked_fill(hits, float("-inf"))
+    logits = torch.cat([pos_logit[:, None], neg_logit], dim=1)  # [T, 1 + N], the positive at index 0
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))

@@ -1,9 +1,9 @@
 """BERT4Rec (Sun et al., 2019): a bidirectional transformer trained with the cloze task.
 
 Training masks each item of a training sequence with probability ``mask_prob`` (at least one per sequence) and
-predicts the masked items with a full softmax over the catalog; prediction appends a ``[mask]`` token after the
-history and reads its output. Output head as in the paper/RecBole: dense -> GELU -> LayerNorm -> tied embeddings
-plus a per-item bias.
+predicts the masked items with a full softmax over the catalog (``loss: sampled``: a sampled softmax, as for SASRec);
+prediction appends a ``[mask]`` token after the history and reads its output. Output head as in the paper/RecBole:
+dense -> GELU -> LayerNorm -> tied embeddings plus a per-item bias.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from llmrec.baselines.base import ModelArgs, SequenceModel, right_pad, token_loss
+from llmrec.baselines.base import ModelArgs, NegativeSampler, SequenceModel, right_pad, token_loss
 from llmrec.baselines.sasrec import init_weights, transformer_stack
 
 
@@ -45,6 +45,9 @@ class BERT4Rec(SequenceModel):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return super().logits(hidden) + self.out_bias
 
+    def candidate_logits(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return super().candidate_logits(hidden, items) + self.out_bias[items]
+
     def history_hidden(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         keep = self.args.max_len - 1
         seqs = [list(h)[-keep:] + [self.mask_id] for h in histories]
@@ -53,7 +56,13 @@ class BERT4Rec(SequenceModel):
         hidden = self.encode(items)
         return hidden[torch.arange(len(items), device=items.device), (lengths - 1).to(items.device)]
 
-    def loss(self, seqs: Sequence[Sequence[int]], loss_type: str, generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self,
+        seqs: Sequence[Sequence[int]],
+        loss_type: str,
+        generator: torch.Generator,
+        sampler: NegativeSampler | None = None,
+    ) -> torch.Tensor:
         items, lengths = right_pad(seqs, self.args.max_len, self.pad_id)
         real = items != self.pad_id
         masked = (torch.rand(items.shape, generator=generator) < self.args.mask_prob) & real
@@ -65,4 +74,4 @@ class BERT4Rec(SequenceModel):
         inputs = torch.where(masked, torch.full_like(items, self.mask_id), items)
         device = self.item_emb.weight.device
         hidden = self.encode(inputs.to(device))
-        return token_loss(self, hidden, labels.to(device), loss_type, generator)
+        return token_loss(self, hidden, labels.to(device), loss_type, generator, sampler)

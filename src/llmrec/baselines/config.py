@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, fields
 
 from llmrec.config import ConfigError
 
-BASELINE_NAMES = ("pop", "gru4rec", "sasrec", "bert4rec")
+BASELINE_NAMES = ("pop", "gru4rec", "sasrec", "bert4rec", "textknn")
+TEXTKNN_ENCODERS = ("minilm", "lm")  # llmrec.items.text_models.TEXT_ENCODERS (not imported: it needs torch)
 METRIC_NAMES = ("hr", "ndcg", "mrr", "precision")
 
 
@@ -28,7 +29,27 @@ class BaselineConfig:
     dropout: float = field(default=0.5, metadata={"help": "Dropout on embeddings, attention and feed-forward."})
     mask_prob: float = field(default=0.2, metadata={"help": "BERT4Rec cloze masking probability."})
     loss: str = field(
-        default="ce", metadata={"help": "'ce': full softmax over all items; 'bce': one sampled negative (weak)."}
+        default="ce",
+        metadata={
+            "help": "'ce': full softmax over all items; 'bce': one sampled negative (weak); 'sampled': softmax over "
+            "the target and `num_negatives` sampled negatives (eSASRec's loss; GRU4Rec, SASRec, BERT4Rec)."
+        },
+    )
+    num_negatives: int = field(
+        default=256,
+        metadata={"help": "loss sampled: negatives per target position (per batch with shared_negatives)."},
+    )
+    negative_sampling: str = field(
+        default="uniform",
+        metadata={"help": "loss sampled: 'uniform' over the catalog or 'popularity' (training interaction counts)."},
+    )
+    logq_correction: bool = field(
+        default=False,
+        metadata={"help": "loss sampled: subtract log Q(item) from each negative's logit (not the positive's)."},
+    )
+    shared_negatives: bool = field(
+        default=False,
+        metadata={"help": "loss sampled: one draw of negatives per batch for every position (less memory)."},
     )
     item_cf_dim: int = field(
         default=0,
@@ -39,10 +60,23 @@ class BaselineConfig:
     )
     item_cf_scale: float = field(default=1.0, metadata={"help": "Norm of the added part relative to the init rows."})
     item_cf_window: int = field(default=3, metadata={"help": "Co-occurrence window (positions apart)."})
+    textknn_history: int = field(
+        default=5, metadata={"help": "textknn: the last N history items whose mean text embedding is the query."}
+    )
+    textknn_encoder: str = field(
+        default="minilm",
+        metadata={"help": "textknn: item text encoder, 'minilm' or 'lm' (llmrec's default base LM, mean-pooled)."},
+    )
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     batch_size: int = field(default=256, metadata={"help": "Training sequences per step."})
-    epochs: int = field(default=200, metadata={"help": "Maximum training epochs."})
+    epochs: int = field(
+        default=200,
+        metadata={
+            "help": "Maximum training epochs; 0: no cap, train until `patience` validations without improvement "
+            "end it (metrics.json train.stopped_by says which ended a run)."
+        },
+    )
     patience: int = field(
         default=10, metadata={"help": "Stop after this many validations without improving `metric`."}
     )
@@ -68,9 +102,11 @@ class BaselineConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name}: must be a finite number, got {value}")
-        for name in ("max_len", "hidden_size", "num_layers", "num_heads", "batch_size", "epochs", "patience"):
+        for name in ("max_len", "hidden_size", "num_layers", "num_heads", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.epochs < 0:
+            raise ConfigError(f"epochs: must be >= 0 (0: no cap, until early stopping), got {self.epochs}")
         if self.num_threads < 0:
             raise ConfigError(f"num_threads: must be >= 0, got {self.num_threads}")
         for name in ("eval_every", "eval_batch_size"):
@@ -82,8 +118,9 @@ class BaselineConfig:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mask_prob < 1.0:
             raise ConfigError(f"mask_prob: must be in (0, 1), got {self.mask_prob}")
-        if self.loss not in ("ce", "bce"):
-            raise ConfigError(f"loss: must be 'ce' or 'bce', got {self.loss!r}")
+        if self.loss not in ("ce", "bce", "sampled"):
+            raise ConfigError(f"loss: must be 'ce', 'bce' or 'sampled', got {self.loss!r}")
+        self._check_sampled()
         if not self.lr > 0:
             raise ConfigError(f"lr: must be > 0, got {self.lr}")
         if not self.weight_decay >= 0:
@@ -101,7 +138,26 @@ class BaselineConfig:
             raise ConfigError(f"item_cf_window: must be >= 1, got {self.item_cf_window}")
         if not self.item_cf_scale >= 0:
             raise ConfigError(f"item_cf_scale: must be >= 0, got {self.item_cf_scale}")
+        if self.textknn_history < 1:
+            raise ConfigError(f"textknn_history: must be >= 1, got {self.textknn_history}")
+        if self.textknn_encoder not in TEXTKNN_ENCODERS:
+            raise ConfigError(f"textknn_encoder: must be one of {TEXTKNN_ENCODERS}, got {self.textknn_encoder!r}")
+        for name, default in (("textknn_history", 5), ("textknn_encoder", "minilm")):
+            if self.model != "textknn" and getattr(self, name) != default:
+                raise ConfigError(f"{name}: only used with model textknn (model is {self.model!r})")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device: must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.resume and self.overwrite:
             raise ConfigError("resume/overwrite: pass at most one of them")
+
+    def _check_sampled(self) -> None:
+        """The options of ``loss: sampled``; with another loss they must keep their defaults (they would do nothing)."""
+        if self.num_negatives < 1:
+            raise ConfigError(f"num_negatives: must be >= 1, got {self.num_negatives}")
+        if self.negative_sampling not in ("uniform", "popularity"):
+            raise ConfigError(f"negative_sampling: must be 'uniform' or 'popularity', got {self.negative_sampling!r}")
+        if self.loss != "sampled":
+            for name in ("num_negatives", "negative_sampling", "logq_correction", "shared_negatives"):
+                default = next(f.default for f in fields(self) if f.name == name)
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{name}: only used with loss: sampled (loss is {self.loss!r})")

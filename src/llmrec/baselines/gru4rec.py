@@ -1,7 +1,8 @@
 """GRU4Rec (Hidasi et al., 2016) in its sequence form: embedding -> dropout -> GRU -> projection on every position.
 
 As in RecBole: embedding size = ``hidden_size``, GRU state ``2 x hidden_size``, a linear map back to the embedding
-size, output tied to the item embeddings, full-softmax cross-entropy by default.
+size, output tied to the item embeddings, full-softmax cross-entropy by default (``loss: sampled``: the sampled
+softmax of ``llmrec.baselines.base.NegativeSampler``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Follows RecBole's layout (learned positional embedding, LayerNorm + dropout on the input, post-LN blocks with GELU
 feed-forward of width 4 x hidden) and is trained by default with full-softmax cross-entropy on every position,
-which is what makes it a strong baseline (the original paper's one-negative BCE is available as ``loss: bce``).
+which is what makes it a strong baseline (the original paper's one-negative BCE is available as ``loss: bce``, and
+eSASRec's sampled softmax over ``num_negatives`` sampled negatives, optionally logQ-corrected, as ``loss: sampled``).
 """
 
 from __future__ import annotations

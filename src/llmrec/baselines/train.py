@@ -3,6 +3,9 @@
 Run directory (the shared schema of ``llmrec.runs``, plus):
     model.safetensors  weights of the best-on-validation epoch
     checkpoint.pt      last epoch: model + optimizer + epoch + best + RNG states (``--resume`` continues from it)
+
+``metrics.json`` ``train``: ``epochs_run``, ``best_epoch``, ``train_time_s``, ``wall_time_s`` and, once done,
+``stopped_by``: "early_stopping" (``patience`` validations without improvement) or "epoch_cap" (``epochs`` reached).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from llmrec.baselines import MODELS, ModelArgs
+from llmrec.baselines.base import NegativeSampler
 from llmrec.baselines.config import BaselineConfig
 from llmrec.batching import length_bucketed_batches
 from llmrec.config import ConfigError, check_yaml_values, load_yaml, save_config
@@ -26,7 +30,8 @@ from llmrec.items.cooccurrence import add_cf_rows, cooccurrence_factors
 from llmrec.runs import clear_outputs, plan_run_dir, read_run_info, run_catalog, write_metrics, write_run_info
 
 BASELINE_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "model.safetensors", "checkpoint.pt",
-                    "metrics.json", "eval_valid.json", "eval_test.json")  # fmt: skip
+                    "metrics.json", "eval_valid.json", "eval_test.json", "eval_valid_warm.json",
+                    "eval_valid_cold.json", "eval_test_warm.json", "eval_test_cold.json")  # fmt: skip
 
 
 class BaselineRecommender:
@@ -51,6 +56,19 @@ def build_model(cfg: BaselineConfig, num_items: int) -> torch.nn.Module:
         mask_prob=cfg.mask_prob,
     )
     return MODELS[cfg.model](args)
+
+
+def build_sampler(cfg: BaselineConfig, data: PreparedData) -> NegativeSampler | None:
+    """The negatives of ``loss: sampled`` (None for the other losses); popularity = training interaction counts."""
+    if cfg.loss != "sampled":
+        return None
+    probs = None
+    if cfg.negative_sampling == "popularity":
+        counts = torch.as_tensor(data.item_popularity(), dtype=torch.float64)
+        if not counts.sum() > 0:
+            raise ConfigError("negative_sampling: popularity needs training interactions; the data set has none")
+        probs = counts / counts.sum()
+    return NegativeSampler(data.num_items, cfg.num_negatives, probs, cfg.logq_correction, cfg.shared_negatives)
 
 
 def add_cf_init(model, cfg: BaselineConfig, train_sequences) -> None:
@@ -134,7 +152,10 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
         )
 
     if not getattr(model, "trainable", True):  # Pop: counting, no epochs
-        model.fit(data.train_sequences())
+        if hasattr(model, "fit_data"):  # TextKNN: embeds the catalog's texts (cfg: encoder, history length)
+            model.fit_data(data, cfg)
+        else:
+            model.fit(data.train_sequences())
         save_weights(model, out / "model.safetensors")
         valid, test = {**run_eval("valid"), "epoch": 0}, run_eval("test")
         train = {"epochs_run": 0, "best_epoch": 0, "wall_time_s": round(time.perf_counter() - start, 2)}
@@ -143,8 +164,9 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
     # Test exactly once, with the best-on-validation weights.
     model.load_state_dict(load_file(str(out / "model.safetensors"), device=device))
     test = run_eval("test")
+    stopped = "early stopping" if state["stopped"] else "epoch cap"
     log(
-        f"test (best epoch {state['best_epoch']}): "
+        f"test (best epoch {state['best_epoch']} of {state['epoch']}, ended by {stopped}): "
         + ", ".join(f"{k} {test['metrics'][k]:.4f}" for k in ("ndcg@10", "hr@10") if k in test["metrics"])
     )
     return _write(out, info, state, status="done", test=test, wall_time_s=round(time.perf_counter() - start, 2))
@@ -153,6 +175,8 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
 def _write(out: Path, info: dict, state: dict, status: str, test=None, wall_time_s=None) -> dict:
     train = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
              "train_time_s": round(state["train_time_s"], 2), "wall_time_s": wall_time_s}  # fmt: skip
+    if status == "done":
+        train["stopped_by"] = "early_stopping" if state["stopped"] else "epoch_cap"
     return write_metrics(out, info, status=status, valid=state["best_valid"], test=test, history=state["history"],
                          train=train)  # fmt: skip
 
@@ -162,6 +186,7 @@ def _fit(cfg, model, data, out: Path, device: str, resume: bool, run_eval, info:
     seqs = [s for s in data.train_sequences() if len(s) >= 2]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
+    sampler = build_sampler(cfg, data)
     state = {"epoch": 0, "best": float("-inf"), "best_epoch": 0, "best_valid": None, "bad_evals": 0, "history": [],
              "train_time_s": 0.0, "stopped": False}  # fmt: skip
     ckpt_path = out / "checkpoint.pt"
@@ -174,14 +199,14 @@ def _fit(cfg, model, data, out: Path, device: str, resume: bool, run_eval, info:
         state = ckpt["state"]
         log(f"resumed from {ckpt_path} at epoch {state['epoch']} (best {cfg.metric} {state['best']:.5f})")
     permutation = lambda n: torch.randperm(n, generator=gen).tolist()  # noqa: E731
-    while state["epoch"] < cfg.epochs and not state["stopped"]:
+    while (not cfg.epochs or state["epoch"] < cfg.epochs) and not state["stopped"]:  # epochs 0: no cap
         epoch_start = time.perf_counter()
         model.train()
         batches = length_bucketed_batches([len(s) for s in seqs], cfg.batch_size, permutation)
         total = 0.0
         bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}", unit="batch", mininterval=2.0, leave=False)
         for idx in bar:
-            loss = model.loss([seqs[i] for i in idx], cfg.loss, gen)
+            loss = model.loss([seqs[i] for i in idx], cfg.loss, gen, sampler)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -79,7 +79,10 @@ def _stopped_by(trial: Trial, train: dict) -> str:
         return "early stopping" if trial.options.get("patience") else "schedule (fixed epochs)"
     if not train.get("epochs_run"):
         return "no training (counting)"
-    return "epoch cap" if train["epochs_run"] >= trial.options["epochs"] else "early stopping"
+    if "stopped_by" in train:  # written by `llmrec baseline`
+        return train["stopped_by"].replace("_", " ")
+    cap = trial.options.get("epochs")
+    return "epoch cap" if cap and train["epochs_run"] >= cap else "early stopping"
 
 
 def metric_keys(metric: str) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 The model comes from the run directory alone (``llmrec.recommenders.load_recommender``); the users, histories and
 targets from the prepared data it was trained on, found at the recorded path (or ``--data``) and checked against
-the run's data fingerprint.
+the run's data fingerprint. ``--targets warm|cold`` restricts a cold-start data set's evaluation to the users whose
+target is a warm / cold item and writes ``eval_SPLIT_TARGETS.json`` (``eval_SPLIT.json`` for all users).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from llmrec.config import ConfigError, parse_config
 
 HELP = "Evaluate a run directory with the shared full-ranking evaluator."
+TARGET_SETS = ("all", "warm", "cold")  # llmrec.evaluation.TARGET_SETS (not imported: it needs torch)
 
 
 @dataclass
@@ -25,6 +27,13 @@ class EvaluateConfig:
         default="", metadata={"help": "Prepared data (default: where the run recorded it); checked by fingerprint."}
     )
     split: str = field(default="test", metadata={"help": "'valid' or 'test'."})
+    targets: str = field(
+        default="all",
+        metadata={
+            "help": "Users evaluated: 'all', or those whose target is a 'warm' or a 'cold' item (a data set prepared "
+            "with --cold_items)."
+        },
+    )
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20], metadata={"help": "Cut-offs K for @K metrics."})
     mask_history: bool = field(default=True, metadata={"help": "Remove history items from the ranked candidates."})
     batch_size: int = field(default=1024, metadata={"help": "Users per scoring batch."})
@@ -44,6 +53,8 @@ class EvaluateConfig:
             raise ConfigError(f"data: {self.data} is not a directory (a prepared data set from `llmrec prepare`)")
         if self.split not in ("valid", "test"):
             raise ConfigError(f"split: must be 'valid' or 'test', got {self.split!r}")
+        if self.targets not in TARGET_SETS:
+            raise ConfigError(f"targets: must be one of {TARGET_SETS}, got {self.targets!r}")
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"ks: need one or more cut-offs >= 1, got {self.ks}")
         if self.batch_size < 1:
@@ -66,11 +77,15 @@ def main(argv: list[str]) -> int:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     data = load_run_data(cfg.run, cfg.data or None)  # before the model loads: a data mismatch fails fast
+    if cfg.targets == "cold" and not data.cold_items:
+        raise ConfigError("targets: 'cold' needs a data set prepared with --cold_items; this one has no cold items")
     rec = load_recommender(cfg.run, device=cfg.device)
     with torch.inference_mode():
         result = evaluate(rec.score, data, cfg.split, ks=cfg.ks, mask_history=cfg.mask_history,
-                          batch_size=cfg.batch_size, max_users=cfg.max_users, progress=True)  # fmt: skip
+                          batch_size=cfg.batch_size, max_users=cfg.max_users, progress=True,
+                          targets=cfg.targets)  # fmt: skip
     result["run"] = str(cfg.run)
-    atomic_write_json(Path(cfg.output_dir or cfg.run) / f"eval_{cfg.split}.json", result)
+    name = f"eval_{cfg.split}.json" if cfg.targets == "all" else f"eval_{cfg.split}_{cfg.targets}.json"
+    atomic_write_json(Path(cfg.output_dir or cfg.run) / name, result)
     print(json.dumps(result, indent=2))
     return 0

@@ -165,6 +165,14 @@ class PrepareConfig:
     min_seq_len: int = field(
         default=3, metadata={"help": "Drop users with fewer interactions (>= 3 for the leave-one-out split)."}
     )
+    cold_items: float = field(
+        default=0.0,
+        metadata={
+            "help": "Cold-start protocol: this fraction of the items (in [0, 1), drawn with --cold_seed) is new: left "
+            "out of every training part and history, kept in the catalog and as valid/test targets (0 = off)."
+        },
+    )
+    cold_seed: int = field(default=0, metadata={"help": "Seed of the --cold_items draw."})
     overwrite: bool = field(
         default=False,
         metadata={
@@ -190,6 +198,10 @@ class PrepareConfig:
             raise ConfigError(
                 f"min_seq_len: expected >= 3 (leave-one-out needs train, valid and test items), got {self.min_seq_len}"
             )
+        if not 0.0 <= self.cold_items < 1.0:  # also refuses nan
+            raise ConfigError(f"cold_items: expected a fraction in [0, 1), got {self.cold_items}")
+        if self.cold_seed and not self.cold_items:
+            raise ConfigError("cold_seed: only used with --cold_items FRAC > 0")
         if self.sep == "\\t":
             self.sep = "\t"
 
@@ -230,7 +242,23 @@ def format_stats(stats: dict) -> str:
         lines.append(
             f"filter {name:<12} removed {rem['users']:,} users, {rem['items']:,} items, {rem['interactions']:,} interactions"
         )
+    if cold := stats.get("cold_items"):
+        lines.append(
+            f"cold items    {cold['count']:,} (fraction {cold['fraction']}, seed {cold['seed']}): cold targets "
+            f"{cold['valid_targets']:,} valid, {cold['test_targets']:,} test; "
+            f"{cold['training_interactions_removed']:,} training interactions removed, "
+            f"{cold['users_without_training_items']:,} users left without a training item"
+        )
     return "\n".join(lines)
+
+
+def recorded_options(cfg: PrepareConfig) -> dict:
+    """The options ``meta.json`` records; without cold items the cold fields are left out, so a data set prepared
+    without them is byte-identical to one prepared before they existed."""
+    options = asdict(cfg)
+    if not cfg.cold_items:
+        del options["cold_items"], options["cold_seed"]
+    return options
 
 
 def notes(stats: dict, meta: dict) -> list[str]:
@@ -257,13 +285,16 @@ def main(argv: list[str]) -> int:
     out = Path(cfg.output_dir or Path("prepared") / name)
     check_output_dir(out, overwrite=cfg.overwrite)  # refuse a bad --out before a long read; nothing is touched
     log = read_raw(cfg)
-    data = build_prepared(
-        log, kcore_k=cfg.kcore, dedup=cfg.dedup, min_seq_len=cfg.min_seq_len, dataset=name, options=asdict(cfg)
-    )
+    data = build_prepared(log, kcore_k=cfg.kcore, dedup=cfg.dedup, min_seq_len=cfg.min_seq_len, dataset=name,
+                          options=recorded_options(cfg), cold_items=cfg.cold_items, cold_seed=cfg.cold_seed)  # fmt: skip
     save_prepared(data, out, overwrite=cfg.overwrite)
     for line in notes(data.stats, data.meta):
         print(line, file=sys.stderr)
     print(format_stats(data.stats))
     print(f"wrote {out} in {time.time() - t0:.1f}s")
-    print(json.dumps({k: data.stats[k] for k in ("users", "items", "interactions", "items_with_title")}))
+    summary = {k: data.stats[k] for k in ("users", "items", "interactions", "items_with_title")}
+    if cold := data.stats.get("cold_items"):
+        summary.update(cold_items=cold["count"], cold_valid_targets=cold["valid_targets"],
+                       cold_test_targets=cold["test_targets"])  # fmt: skip
+    print(json.dumps(summary))
     return 0

@@ -5,12 +5,21 @@ On disk (one directory, written atomically):
                        alt_id (str, "" if none: e.g. the ASIN of an S3-Rec Amazon item)
     sequences.parquet  user (str raw id), items (list<int32>, full chronological sequence of internal ids),
                        train (list<int32>), valid (int32), test (int32)   -- leave-one-out split
-    stats.json         counts, sequence-length summary, what each filter removed
-    meta.json          format version, source data set, the prepare options
+    stats.json         counts, sequence-length summary, what each filter removed (and the cold items, if any)
+    meta.json          format version, source data set, the prepare options; ``cold_items`` (sorted internal ids)
+                       only in a cold-start data set
 
 Split protocol (leave-one-out): for a user's chronological sequence ``s`` (len >= 3),
 ``train = s[:-2]``, ``valid = s[-2]``, ``test = s[-1]``. Evaluating the validation split uses history
 ``s[:-2]`` and target ``s[-2]``; evaluating the test split uses history ``s[:-1]`` and target ``s[-1]``.
+
+Cold-start items (``llmrec prepare --cold_items FRAC``): a set ``C`` of items new to the system. ``items`` still
+holds the full sequence, so every target stays where it was (a cold item may be a valid or test target), but
+``C`` is left out of every training part and every history: ``train = [i for i in s[:-2] if i not in C]`` (also
+the ``train`` column and the validation history), the test history is ``[i for i in s[:-1] if i not in C]``. A
+user whose training part is all cold keeps an empty one (and is still evaluated, from an empty or one-item
+history). The fingerprint covers ``C``; a data set without cold items has no ``cold_items`` key and the same files
+and fingerprint as before cold items existed.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +132,10 @@ class PreparedData:
     sequences: list[list[int]]
     stats: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    cold_items: frozenset[int] = field(default_factory=frozenset)  # never in a training part or history
+
+    def __post_init__(self):
+        self.cold_items = frozenset(self.cold_items)
 
     @property
     def num_items(self) -> int:
@@ -136,28 +149,35 @@ class PreparedData:
     def name(self) -> str:
         return str(self.meta.get("dataset", "custom"))
 
+    def _warm(self, items: list[int]) -> list[int]:
+        cold = self.cold_items
+        return [i for i in items if i not in cold] if cold else items
+
     def train_sequences(self) -> list[list[int]]:
-        """Training part of every user's sequence (``s[:-2]``)."""
-        return [s[:-2] for s in self.sequences]
+        """Training part of every user's sequence (``s[:-2]``, without cold items: possibly empty)."""
+        return [self._warm(s[:-2]) for s in self.sequences]
 
     def split(self, split: str) -> tuple[list[list[int]], list[int]]:
-        """(histories, targets) for ``split`` in {"valid", "test"} under leave-one-out."""
+        """(histories, targets) for ``split`` in {"valid", "test"} under leave-one-out.
+
+        Histories never hold a cold item; targets are kept as they are, cold or not (see the module docstring).
+        """
         if split == "valid":
-            return [s[:-2] for s in self.sequences], [s[-2] for s in self.sequences]
+            return [self._warm(s[:-2]) for s in self.sequences], [s[-2] for s in self.sequences]
         if split == "test":
-            return [s[:-1] for s in self.sequences], [s[-1] for s in self.sequences]
+            return [self._warm(s[:-1]) for s in self.sequences], [s[-1] for s in self.sequences]
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 (hex) of the catalog (raw ids, titles, texts), the users and their sequences.
+        """SHA-256 (hex) of the catalog (raw ids, titles, texts), the users, their sequences and the cold items.
 
-        The leave-one-out split is a function of the sequences, so two data sets with the same fingerprint give
-        every model the same training data, candidates and targets. Cached after the first call.
+        The leave-one-out split is a function of the sequences and the cold items, so two data sets with the same
+        fingerprint give every model the same training data, candidates and targets. Cached after the first call.
         """
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
-            cached = data_fingerprint(self.catalog, self.users, self.sequences)
+            cached = data_fingerprint(self.catalog, self.users, self.sequences, self.cold_items)
             self.__dict__["_fingerprint"] = cached
         return cached
 
@@ -175,19 +195,25 @@ class PreparedData:
             sequences=[self.sequences[i] for i in keep],
             stats=self.stats,
             meta=self.meta,
+            cold_items=self.cold_items,
         )
 
     def item_popularity(self) -> np.ndarray:
-        """Interaction counts per item over the training parts only, shape ``[num_items]`` (int64)."""
+        """Interaction counts per item over the training parts only (0 for a cold item), ``[num_items]`` int64."""
         counts = np.zeros(self.num_items, dtype=np.int64)
-        for s in self.sequences:
-            if len(s) > 2:
-                np.add.at(counts, np.asarray(s[:-2], dtype=np.int64), 1)
+        for s in self.train_sequences():
+            if s:
+                np.add.at(counts, np.asarray(s, dtype=np.int64), 1)
         return counts
 
 
-def data_fingerprint(catalog: Catalog, users: Sequence[str], sequences: Sequence[Sequence[int]]) -> str:
-    """SHA-256 hex digest of a prepared data set's content (see ``PreparedData.fingerprint``)."""
+def data_fingerprint(
+    catalog: Catalog, users: Sequence[str], sequences: Sequence[Sequence[int]], cold_items: Collection[int] = ()
+) -> str:
+    """SHA-256 hex digest of a prepared data set's content (see ``PreparedData.fingerprint``).
+
+    Without cold items the digest is the one of data sets prepared before cold items existed.
+    """
     h = hashlib.sha256(b"llmrec-data-v1\0")
     for column in (catalog.raw_ids, catalog.alt_ids, catalog.titles, catalog.texts, users):
         h.update(len(column).to_bytes(8, "little"))
@@ -195,6 +221,8 @@ def data_fingerprint(catalog: Catalog, users: Sequence[str], sequences: Sequence
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     h.update(lengths.tobytes())
     h.update(np.fromiter((i for s in sequences for i in s), dtype=np.int64, count=int(lengths.sum())).tobytes())
+    if cold_items:  # the byte streams above have fixed lengths, so this tail cannot collide with other sequences
+        h.update(b"cold\0" + np.asarray(sorted(cold_items), dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -265,7 +293,7 @@ def save_prepared(data: PreparedData, out_dir: str | os.PathLike, overwrite: boo
                 {
                     "user": pa.array(data.users, pa.string()),
                     "items": pa.array(seqs, pa.list_(pa.int32())),
-                    "train": pa.array([s[:-2] for s in seqs], pa.list_(pa.int32())),
+                    "train": pa.array(data.train_sequences(), pa.list_(pa.int32())),
                     "valid": pa.array([s[-2] for s in seqs], pa.int32()),
                     "test": pa.array([s[-1] for s in seqs], pa.int32()),
                 }
@@ -274,6 +302,9 @@ def save_prepared(data: PreparedData, out_dir: str | os.PathLike, overwrite: boo
         )
         (tmp / "stats.json").write_text(json.dumps(data.stats, indent=2) + "\n")
         meta = {"format_version": FORMAT_VERSION, **data.meta, "fingerprint": data.fingerprint}
+        meta.pop("cold_items", None)  # the field is the truth (a loaded data set's meta holds the old list)
+        if data.cold_items:
+            meta["cold_items"] = sorted(data.cold_items)
         meta["files"] = list(outdir.PREPARED_FILES)  # what llmrec wrote: all that --overwrite may replace
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         replace_dir(tmp, target)
@@ -339,4 +370,18 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
         sequences=_flat_list_column(seq, "items"),
         stats=_read_json(path / "stats.json"),
         meta=meta,
+        cold_items=_cold_items(meta, len(catalog), path / "meta.json"),
     )
+
+
+def _cold_items(meta: dict, num_items: int, path: Path) -> frozenset[int]:
+    """The ``cold_items`` of ``meta.json`` (absent: none), checked to be distinct item ids of the catalog."""
+    ids = meta.get("cold_items", [])
+    ok = (
+        isinstance(ids, list) and all(type(i) is int and 0 <= i < num_items for i in ids) and len(set(ids)) == len(ids)
+    )
+    if not ok:
+        raise DataError(
+            f"{path}: cold_items must be a list of distinct item ids in 0..{num_items - 1}; re-run prepare"
+        )
+    return frozenset(ids)

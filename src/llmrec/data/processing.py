@@ -8,6 +8,11 @@ Protocol (all pure functions of their inputs):
    leave-one-out split leaves at least one training item). Items left with no interactions vanish.
 4. Contiguous internal item ids ``0..N-1`` in natural order of raw ids (numeric order when all raw ids are
    integers), users in the same natural order of raw user ids.
+5. Optional cold-start items (``cold_items`` FRAC > 0, ``mark_cold_items``): ``max(1, round(FRAC * N))`` items
+   (at most ``N - 1``) drawn uniformly without replacement by ``numpy.random.default_rng(cold_seed)``; they leave
+   every training part and history but stay in the catalog and as targets (``llmrec.data.dataset``). Uniform over
+   items, not interactions: most cold items are tail items, and ``stats["cold_items"]`` says how many valid and
+   test targets are cold.
 
 ``stats`` records how many kept items the titles file matched (``titles_matched``, with ``titles_file``) and a
 ``warnings`` list (e.g. a titles file that matches no item); ``meta`` records how the text inputs were decoded
@@ -127,11 +132,13 @@ def build_prepared(
     dataset: str = "custom",
     options: dict | None = None,
     dedup: bool = False,
+    cold_items: float = 0.0,
+    cold_seed: int = 0,
 ) -> PreparedData:
     """Apply the protocol above and return a ``PreparedData`` with stats (what each filter removed).
 
     Raises:
-        DataError: if a filter leaves no users, naming the filter.
+        DataError: if a filter leaves no users, naming the filter; ``cold_items`` outside [0, 1).
     """
     seqs, raw, filters = apply_filters(log, kcore_k=kcore_k, min_seq_len=min_seq_len, dedup=dedup)
     raw_items = natural_order({i for s in seqs.values() for i in s})
@@ -161,7 +168,43 @@ def build_prepared(
         "warnings": warnings,
     }
     meta = {"dataset": dataset, "source": log.source, "options": dict(options or {}), **encoding_report(log)}
-    return PreparedData(catalog=catalog, users=users, sequences=sequences, stats=stats, meta=meta)
+    data = PreparedData(catalog=catalog, users=users, sequences=sequences, stats=stats, meta=meta)
+    return mark_cold_items(data, cold_items, cold_seed) if cold_items else data
+
+
+def mark_cold_items(data: PreparedData, fraction: float, seed: int = 0) -> PreparedData:
+    """``data`` with a seeded random ``fraction`` of its items made cold (step 5 of the protocol), and
+    ``stats["cold_items"]``: ``fraction``, ``seed``, ``count``, ``item_ids`` (internal), ``raw_ids``, the cold
+    ``valid_targets`` / ``test_targets``, ``training_interactions_removed`` and ``users_without_training_items``.
+
+    Raises:
+        DataError: ``fraction`` outside [0, 1) (naming ``cold_items``).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"cold_items: expected a fraction in [0, 1), got {fraction}")
+    if fraction == 0:
+        return data
+    n = data.num_items
+    count = min(max(1, round(fraction * n)), n - 1)
+    cold = sorted(np.random.default_rng(seed).choice(n, count, replace=False).tolist())
+    out = PreparedData(catalog=data.catalog, users=data.users, sequences=data.sequences, stats=dict(data.stats),
+                       meta=data.meta, cold_items=frozenset(cold))  # fmt: skip
+    before = sum(len(s) - 2 for s in data.sequences)
+    train = out.train_sequences()
+    out.stats["cold_items"] = {
+        "fraction": fraction,
+        "seed": seed,
+        "count": count,
+        "item_ids": cold,
+        "raw_ids": [data.catalog.raw_ids[i] for i in cold],
+        "valid_targets": sum(s[-2] in out.cold_items for s in data.sequences),
+        "test_targets": sum(s[-1] in out.cold_items for s in data.sequences),
+        "training_interactions_removed": before - sum(len(s) for s in train),
+        "users_without_training_items": sum(not s for s in train),
+        "protocol": "cold items are left out of every training part and history; they stay in the catalog and as "
+        "validation/test targets",
+    }
+    return out
 
 
 def titles_report(log: RawLog, raw_items: list[str]) -> tuple[dict, list[str]]:

@@ -18,7 +18,8 @@ from llmrec.runs import clear_outputs, plan_run_dir, write_run_info
 # everything `llmrec train` writes into a run directory (what --overwrite may remove; feedback.sqlite stays)
 TRAIN_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "prompt.txt", "tokenizer", "adapter", "checkpoint",
                  ".checkpoint.tmp", ".checkpoint.old", ".adapter.tmp", ".adapter.old", "metrics.json",
-                 "train_log.jsonl", "eval_valid.json", "eval_test.json", IDS_FILE, CENTROIDS_FILE)  # fmt: skip
+                 "train_log.jsonl", "eval_valid.json", "eval_test.json", "eval_valid_warm.json", "eval_valid_cold.json",
+                 "eval_test_warm.json", "eval_test_cold.json", IDS_FILE, CENTROIDS_FILE)  # fmt: skip
 
 
 def plan_train_dir(cfg) -> str:
