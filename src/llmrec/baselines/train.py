@@ -25,7 +25,7 @@ from llmrec.batching import length_bucketed_batches
 from llmrec.config import ConfigError, check_yaml_values, load_yaml, save_config
 from llmrec.data import Catalog, PreparedData, load_prepared
 from llmrec.evaluation import evaluate
-from llmrec.files import fsync_dir
+from llmrec.files import atomic_write_with
 from llmrec.items.cooccurrence import add_cf_rows, cooccurrence_factors
 from llmrec.runs import clear_outputs, plan_run_dir, read_run_info, run_catalog, write_metrics, write_run_info
 
@@ -100,19 +100,9 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def _save_atomic(write, path: Path) -> None:
-    """``write(tmp_path)``, fsync, rename over ``path``: a kill leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def save_weights(model, path: Path) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _save_atomic(lambda tmp: save_file(tensors, str(tmp)), path)
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def prepare_run_dir(cfg: BaselineConfig, data: PreparedData) -> tuple[Path, bool]:
@@ -222,7 +212,7 @@ def _fit(cfg, model, data, out: Path, device: str, resume: bool, run_eval, info:
         log(line)
         checkpoint = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng_torch": torch.get_rng_state(),
                       "rng_gen": gen.get_state(), "state": state}  # fmt: skip
-        _save_atomic(lambda tmp, c=checkpoint: torch.save(c, tmp), ckpt_path)
+        atomic_write_with(ckpt_path, lambda tmp, c=checkpoint: torch.save(c, tmp))
         _write(out, info, state, status="training")
     if state["best_epoch"] == 0:
         raise ConfigError("eval_every: no validation ran; set eval_every <= epochs")

@@ -30,7 +30,7 @@ from llmrec.benchmark.select import Selection, select
 from llmrec.benchmark.suite import Suite
 from llmrec.benchmark.trials import Trial, make_trial, state
 from llmrec.config import ConfigError
-from llmrec.files import atomic_write_json, atomic_write_text, read_json
+from llmrec.files import atomic_write_json, atomic_write_text, atomic_write_with, read_json
 
 PLAN_FILE = "plan.txt"
 SUITE_COPY = "suite.yaml"
@@ -57,8 +57,7 @@ def _prepare_root(suite: Suite, root: Path) -> None:
             "or empty one"
         )
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(suite.path, root / f".{SUITE_COPY}.tmp")
-    (root / f".{SUITE_COPY}.tmp").replace(root / SUITE_COPY)
+    atomic_write_with(root / SUITE_COPY, lambda tmp: shutil.copyfile(suite.path, tmp))
 
 
 class Benchmark:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.errors import DataError
+from llmrec.files import atomic_write_with
 
 FORMAT_VERSION = 1
 SPLITS = ("valid", "test")
@@ -227,25 +228,20 @@ def data_fingerprint(
 
 
 def save_catalog(catalog: Catalog, path: str | os.PathLike) -> None:
-    """Write ``catalog`` as Parquet (item_id, raw_id, title, text) to ``path`` (temp file + rename)."""
+    """Write ``catalog`` as Parquet (item_id, raw_id, title, text, alt_id) to ``path`` atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(
-        pa.table(
-            {
-                "item_id": pa.array(np.arange(len(catalog), dtype=np.int32)),
-                "raw_id": pa.array(catalog.raw_ids, pa.string()),
-                "title": pa.array(catalog.titles, pa.string()),
-                "text": pa.array(catalog.texts, pa.string()),
-                "alt_id": pa.array(catalog.alt_ids, pa.string()),
-            }
-        ),
-        tmp,
+    table = pa.table(
+        {
+            "item_id": pa.array(np.arange(len(catalog), dtype=np.int32)),
+            "raw_id": pa.array(catalog.raw_ids, pa.string()),
+            "title": pa.array(catalog.titles, pa.string()),
+            "text": pa.array(catalog.texts, pa.string()),
+            "alt_id": pa.array(catalog.alt_ids, pa.string()),
+        }
     )
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def load_catalog(path: str | os.PathLike) -> Catalog:
