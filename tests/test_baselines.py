@@ -4,40 +4,18 @@ import random
 import pytest
 import torch
 
+from baseline_helpers import NUM_ITEMS, make_next_item_toy
+from baseline_helpers import baseline_cfg as _cfg
+from baseline_helpers import quiet as _quiet
 from llmrec.baselines.config import BaselineConfig
 from llmrec.baselines.train import load_baseline_run, train_baseline
 from llmrec.config import ConfigError, parse_config
-from llmrec.data import Catalog, PreparedData, load_prepared, save_prepared
-
-NUM_ITEMS = 30
+from llmrec.data import load_prepared
 
 
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
-    """Deterministic pattern: item i is always followed by item i+1 (mod NUM_ITEMS)."""
-    rng = random.Random(0)
-    seqs = []
-    for _ in range(300):
-        start, length = rng.randrange(NUM_ITEMS), rng.randint(5, 12)
-        seqs.append([(start + j) % NUM_ITEMS for j in range(length)])
-    catalog = Catalog(raw_ids=[str(i) for i in range(NUM_ITEMS)], titles=[""] * NUM_ITEMS)
-    data = PreparedData(
-        catalog=catalog, users=[str(u) for u in range(len(seqs))], sequences=seqs, meta={"dataset": "toy"}
-    )
-    return str(save_prepared(data, tmp_path_factory.mktemp("toy") / "prepared"))
-
-
-def _cfg(toy_dir, out, **kw) -> BaselineConfig:
-    base = dict(
-        data=toy_dir, output_dir=str(out), max_len=12, hidden_size=32, num_layers=1, num_heads=1, dropout=0.1,
-        lr=5e-3, batch_size=32, epochs=15, patience=15, ks=[1, 10], metric="hr@1", num_threads=1,
-    )  # fmt: skip
-    base.update(kw)
-    return BaselineConfig(**base)
-
-
-def _quiet(*args):
-    pass
+    return make_next_item_toy(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.mark.parametrize("model, loss", [("sasrec", "ce"), ("gru4rec", "ce"), ("sasrec", "bce")])
