@@ -2,6 +2,7 @@
 
 from llmrec.data.dataset import (
     SPLITS,
+    AmbiguousItemError,
     Catalog,
     DataError,
     PreparedData,
@@ -12,6 +13,7 @@ from llmrec.data.dataset import (
 )
 
 __all__ = [
+    "AmbiguousItemError",
     "SPLITS",
     "Catalog",
     "DataError",

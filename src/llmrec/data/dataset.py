@@ -41,6 +41,10 @@ FORMAT_VERSION = 1
 SPLITS = ("valid", "test")
 
 
+class AmbiguousItemError(KeyError):
+    """An exact title that several items share; the message lists their raw ids."""
+
+
 @dataclass
 class Catalog:
     """Items with contiguous internal ids ``0..len-1``: raw ids, alternate ids, titles and extra text.
@@ -88,12 +92,13 @@ class Catalog:
         """Internal id of an item by exact (case-insensitive, stripped) title.
 
         Raises:
-            KeyError: no item has this title, or several do (the message lists their raw ids).
+            AmbiguousItemError: several items have this title (the message lists their raw ids).
+            KeyError: no item has this title.
         """
         hit = self._lookup("title").get(title.strip().lower(), [])
         if len(hit) > 1:
             ids = ", ".join(self.raw_ids[i] for i in hit[:10])
-            raise KeyError(f"title {title!r} is ambiguous: {len(hit)} items have it (raw ids {ids}); use a raw id")
+            raise AmbiguousItemError(f"title {title!r} is ambiguous: {len(hit)} items have it (raw ids {ids}); use a raw id")
         if not hit:
             raise KeyError(f"no item with title {title!r}")
         return hit[0]
@@ -102,7 +107,8 @@ class Catalog:
         """Internal id of a raw id, an alternate id or an exact title, tried in this order.
 
         Raises:
-            KeyError: nothing matches, or the title is ambiguous (the message says which).
+            AmbiguousItemError: the title is ambiguous (a ``KeyError``: the message lists the candidates).
+            KeyError: nothing matches.
         """
         ref = str(ref)
         for kind in ("raw", "alt"):
@@ -111,9 +117,9 @@ class Catalog:
                 return hit[0]
         try:
             return self.index_of_title(ref)
-        except KeyError as e:
-            if "ambiguous" in str(e.args[0]):
-                raise
+        except AmbiguousItemError:
+            raise
+        except KeyError:
             raise KeyError(
                 f"{ref[:200]!r} is neither a raw item id, an alternate id nor an exact item title in the catalog"
             ) from None

@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Query
 
 import llmrec
-from llmrec.data import Catalog
+from llmrec.data import AmbiguousItemError, Catalog
 from llmrec.inference import rank
 from llmrec.serving.access import RateLimiter, bearer_guard
 from llmrec.serving.batcher import BatcherError, MicroBatcher, ScoringTimeout, ServeStats
@@ -79,10 +79,9 @@ class _Service:
 def _resolve(catalog: Catalog, ref: str | int, where: str) -> int:
     try:
         return catalog.resolve(str(ref))
-    except KeyError as e:
-        message = str(e.args[0]) if e.args else ""
-        if "ambiguous" in message:  # the catalog's message lists the candidate raw ids
-            raise ApiError(422, where, f"{where}: {message}") from None
+    except AmbiguousItemError as e:  # the catalog's message lists the candidate raw ids
+        raise ApiError(422, where, f"{where}: {e.args[0]}") from None
+    except KeyError:
         raise ApiError(
             422, where, f"{where}: unknown item {echo(ref)} (not a raw id, alternate id or exact title in the catalog)"
         ) from None
