@@ -98,7 +98,9 @@ class Catalog:
         hit = self._lookup("title").get(title.strip().lower(), [])
         if len(hit) > 1:
             ids = ", ".join(self.raw_ids[i] for i in hit[:10])
-            raise AmbiguousItemError(f"title {title!r} is ambiguous: {len(hit)} items have it (raw ids {ids}); use a raw id")
+            raise AmbiguousItemError(
+                f"title {title!r} is ambiguous: {len(hit)} items have it (raw ids {ids}); use a raw id"
+            )
         if not hit:
             raise KeyError(f"no item with title {title!r}")
         return hit[0]
