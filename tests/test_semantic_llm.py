@@ -176,7 +176,7 @@ def test_loss_falls_and_the_saved_run_reproduces(paths, sem_run):
     assert (saved["item_ids"], saved["beam_width"]) == ("semantic", 50)
     rec = load_llm_run(sem_run)
     assert isinstance(rec, SemanticLLMRecommender)
-    res = evaluate(rec.score, load_prepared(paths["data"]), "valid")
+    res = evaluate(rec.score, load_prepared(paths["data"]), "valid", protocol_note=rec.protocol_note)
     assert res["metrics"]["ndcg@10"] == pytest.approx(metrics["valid"]["metrics"]["ndcg@10"], abs=1e-6)
     assert res["protocol"] == metrics["valid"]["protocol"] and res["scoring"] == rec.protocol_note
     again = load_llm_run(sem_run)

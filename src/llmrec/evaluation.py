@@ -235,7 +235,7 @@ def evaluate(
     max_users: int | None = None,
     progress: bool = False,
     return_ranks: bool = False,
-    protocol_note: str | None = None,
+    protocol_note: str = "",
     targets: str = "all",
 ) -> dict:
     """Full-ranking leave-one-out evaluation of any model that scores the whole catalog.
@@ -265,8 +265,8 @@ def evaluate(
         return_ranks: also return each user's 0-based target rank (``"ranks"``: int64 numpy array ``[num_users]``,
             in the order of ``data.users``, evaluated users only), e.g. for a paired bootstrap; not JSON-serialisable as it is.
         protocol_note: how the model's scores cover the catalog, appended to ``protocol`` (and stored as
-            ``"scoring"``) when not empty, e.g. a beam search that scores only its beam items; ``None`` (default):
-            the ``protocol_note`` attribute of the recommender ``score_fn`` is a bound method of, if any.
+            ``"scoring"``) when not empty, e.g. a beam search that scores only its beam items (pass the
+            recommender's ``protocol_note``, see ``llmrec.inference``).
         targets: ``TARGET_SETS``: "all" users (default), or only those whose ``split`` target is a "warm" or a
             "cold" item; anything but "all" adds ``"targets"`` to the result and ``targets=... (N users)`` to the
             protocol. Warm and cold partition the users, so their user-weighted rank metrics recombine to "all".
@@ -314,8 +314,6 @@ def evaluate(
     )
     if targets != "all":
         protocol += f"; targets={targets} ({len(histories):,} users whose target is a {targets} item)"
-    if protocol_note is None:
-        protocol_note = str(getattr(getattr(score_fn, "__self__", None), "protocol_note", "") or "")
     result = {
         "split": split,
         "num_users": len(histories),

@@ -30,6 +30,10 @@ class Recommender(Protocol):
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor: ...
 
 
+# Optional attribute of a recommender: ``protocol_note: str``, how its scores cover the catalog when they do not
+# rank every item (a semantic-ID beam search); callers pass it to ``llmrec.evaluation.evaluate(protocol_note=...)``.
+
+
 def mask_items(
     scores: torch.Tensor,
     exclude: Sequence[Sequence[int]] | None,

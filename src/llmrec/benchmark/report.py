@@ -58,7 +58,8 @@ def test_ranks(trial: Trial, dataset: Dataset, device: str = "cpu") -> tuple[np.
         data = load_run_data(run, dataset.path)
         rec = load_recommender(run, device=device)
         with torch.inference_mode():
-            ranks = evaluate(rec.score, data, "test", return_ranks=True)["ranks"]
+            note = getattr(rec, "protocol_note", "")
+            ranks = evaluate(rec.score, data, "test", return_ranks=True, protocol_note=note)["ranks"]
         tmp = run / f".{RANKS_FILE}.tmp.npy"
         np.save(tmp, ranks)
         tmp.replace(run / RANKS_FILE)

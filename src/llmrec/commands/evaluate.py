@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     with torch.inference_mode():
         result = evaluate(rec.score, data, cfg.split, ks=cfg.ks, mask_history=cfg.mask_history,
                           batch_size=cfg.batch_size, max_users=cfg.max_users, progress=True,
-                          targets=cfg.targets)  # fmt: skip
+                          targets=cfg.targets, protocol_note=getattr(rec, "protocol_note", ""))  # fmt: skip
     result["run"] = str(cfg.run)
     name = f"eval_{cfg.split}.json" if cfg.targets == "all" else f"eval_{cfg.split}_{cfg.targets}.json"
     atomic_write_json(Path(cfg.output_dir or cfg.run) / name, result)
