@@ -8,7 +8,8 @@ rec.generate(history, k) -> list[int]         # constrained beam search; the sam
 
 A semantic-ID run (``item_ids: semantic`` in its config.yaml) loads as a ``SemanticLLMRecommender``: the same
 interface, but ``score`` is a beam search of width ``beam_width`` over the catalog's code trie
-(``llmrec.decoding.generate_items_by_codes``), turned into ``[B, N]`` scores by ``beam_score_matrix``: beam items
+(``llmrec.llm.beam.beam_search_codes``: one prompt pass per history, the same search as
+``llmrec.decoding.generate_items_by_codes``), turned into ``[B, N]`` scores by ``beam_score_matrix``: beam items
 keep their beam scores (the sum of the per-level code log-probabilities), every other item gets one floor score
 below them, so it ties last (the evaluator breaks ties pessimistically). ``protocol_note`` says so, and the shared
 evaluator appends it to the protocol of every result.
@@ -28,6 +29,7 @@ from llmrec.decoding import beam_score_matrix, generate_items, generate_items_by
 from llmrec.items.atomic import find_item_vocab, resize_for_items
 from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids
 from llmrec.items.semantic_vocab import find_sid_vocab
+from llmrec.llm.beam import beam_search_codes
 from llmrec.llm.config import ITEM_IDS, TrainConfig
 from llmrec.llm.loading import load_causal_lm, load_tokenizer
 from llmrec.llm.model import ItemLM
@@ -141,10 +143,8 @@ class SemanticLLMRecommender(LLMRecommender):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 excl = [exclude[i] for i in idx] if exclude is not None else None
-                found, values = generate_items_by_codes(
-                    self.item_lm.lm, self.item_lm.vocab, self.trie, [prompts[i] for i in idx], self.pad_id,
-                    k=width, exclude=excl, return_scores=True,
-                )  # fmt: skip
+                found, values = beam_search_codes(self.item_lm, self.trie, [prompts[i] for i in idx], self.pad_id,
+                                                  width, exclude=excl)  # fmt: skip
                 for row, i in enumerate(idx):
                     items[i], scores[i] = found[row], values[row]
         finally:
