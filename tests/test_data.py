@@ -298,3 +298,15 @@ def test_registered_layout_with_separate_titles_file(tmp_path):
     assert data.catalog.titles == ["Amélie (2001)", "Heat (1995)", ""]
     assert data.stats["titles_file"] == str(folder / "movies.dat") and data.stats["titles_matched"] == 2
     assert data.meta["encodings"][str(folder / "movies.dat")] == "latin-1"
+
+
+def test_catalog_extended_appends_and_refuses_duplicates():
+    from llmrec.data import Catalog, DataError
+
+    cat = Catalog(raw_ids=["a", "b"], titles=["A", "B"])
+    new = cat.extended(["c", "d"], ["C", "D"], ["text c", ""])
+    assert len(cat) == 2 and len(new) == 4
+    assert new.index_of_raw("d") == 3 and new.texts[2] == "text c" and new.resolve("C") == 2
+    for raw in (["a"], ["x", "x"], [""]):
+        with pytest.raises(DataError, match="raw_id"):
+            cat.extended(raw, ["T"] * len(raw))

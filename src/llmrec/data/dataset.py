@@ -126,6 +126,29 @@ class Catalog:
                 f"{ref[:200]!r} is neither a raw item id, an alternate id nor an exact item title in the catalog"
             ) from None
 
+    def extended(self, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str] | None = None) -> Catalog:
+        """A new catalog with these items appended (internal ids ``len(self)..``); ``self`` is unchanged.
+
+        Raises:
+            DataError: a raw id that is empty, repeated, or already in the catalog (named in the message).
+        """
+        texts = list(texts) if texts is not None else [""] * len(raw_ids)
+        if not len(raw_ids) == len(titles) == len(texts):
+            raise DataError("Catalog.extended: raw_ids, titles and texts must have the same length")
+        seen = set(self.raw_ids)
+        for raw in raw_ids:
+            if not str(raw):
+                raise DataError("raw_id: must be a non-empty string")
+            if str(raw) in seen:
+                raise DataError(f"raw_id: {str(raw)[:200]!r} is already in the catalog")
+            seen.add(str(raw))
+        return Catalog(
+            raw_ids=[*self.raw_ids, *map(str, raw_ids)],
+            titles=[*self.titles, *map(str, titles)],
+            texts=[*self.texts, *map(str, texts)],
+            alt_ids=[*self.alt_ids, *([""] * len(raw_ids))],
+        )
+
     def search(self, query: str, limit: int = 20) -> list[int]:
         """Internal ids whose title contains ``query`` (case-insensitive), in id order."""
         q = query.strip().lower()
