@@ -76,11 +76,10 @@ def test_fast_beam_search_rejects_bad_arguments(model):  # noqa: F811
 def test_fast_beam_search_equals_generate_on_other_architectures(arch):
     """Cache layout, position ids and untied heads differ by architecture; items and order must not (Gemma3 soft-caps
     its logits in ``generate``, so only its order is compared)."""
-    from test_architectures import _make_model
-    from test_llm_helpers import make_tokenizer
-
     from llmrec.items.atomic import resize_for_items
     from llmrec.items.semantic_vocab import add_sid_tokens, init_code_rows
+    from test_architectures import _make_model
+    from test_llm_helpers import make_tokenizer
 
     tok = make_tokenizer()
     lm = _make_model(arch, tok)
