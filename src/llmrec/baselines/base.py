@@ -6,6 +6,13 @@ attend to padding, and positions count from the oldest item of the (truncated) w
 
 Losses (``token_loss``): "ce" full softmax, "bce" one uniform negative per position, "sampled" the sampled softmax
 of eSASRec (``NegativeSampler``, ``sampled_softmax_loss``).
+
+Cold-start items (``SequenceModel.set_cold_items``, from ``PreparedData.cold_items``) never reach training: they are
+in no training sequence (``PreparedData.train_sequences``), their logits are left out of the full softmax (set to
+``-inf``, so their rows get exactly zero gradient), and no negative is ever drawn among them ("bce" and
+``NegativeSampler``). Scoring still covers every item; a cold item's row is the mean of the warm rows
+(``fill_cold_rows``, the honest fallback of an ID model for an item it has never seen: no interaction says anything
+about it, so it scores like an average item), and an item added later (``add_items``) gets the same row.
 """
 
 from __future__ import annotations
@@ -54,6 +61,55 @@ class SequenceModel(nn.Module):
         self.args = args
         self.num_items = args.num_items
         self.pad_id = args.num_items
+        self.cold_items: torch.Tensor | None = None  # [C] item ids training never sees (None: every item is warm)
+
+    def set_cold_items(self, items) -> None:
+        """Leave ``items`` out of every training softmax and negative (see the module docstring); ``()``: none."""
+        cold = sorted({int(i) for i in items})
+        if cold and (cold[0] < 0 or cold[-1] >= self.num_items or len(cold) == self.num_items):
+            raise ValueError(f"cold items must be some (not all) of the ids 0..{self.num_items - 1}")
+        self.cold_items = torch.tensor(cold, dtype=torch.long) if cold else None
+
+    def warm_items(self) -> torch.Tensor:
+        """``[W]`` the item ids training may use (every item without cold items)."""
+        keep = torch.ones(self.num_items, dtype=torch.bool)
+        if self.cold_items is not None:
+            keep[self.cold_items] = False
+        return keep.nonzero().squeeze(1)
+
+    def item_row_params(self) -> list[torch.Tensor]:
+        """The per-item parameters, item ids as the first dimension: the item embeddings (rows ``0..N-1``)."""
+        return [self.item_emb.weight]
+
+    @torch.no_grad()
+    def fill_cold_rows(self) -> None:
+        """Set every cold item's row (and per-item bias) to the mean of the warm ones, in place."""
+        if self.cold_items is None:
+            return
+        warm = self.warm_items()
+        for p in self.item_row_params():
+            cold, rows = self.cold_items.to(p.device), p[warm.to(p.device)]
+            p[cold] = rows.mean(0).to(p.dtype)
+
+    @torch.no_grad()
+    def add_items(self, count: int) -> list[int]:
+        """Append ``count`` items (ids ``num_items..``), each with the mean of the current item rows (and biases).
+
+        After training the cold rows already hold the mean of the warm rows (``fill_cold_rows``), so the mean of
+        all rows is the mean of the warm rows. Padding (and BERT4Rec's mask token) move up behind the new items.
+        """
+        n = self.num_items
+        old = self.item_emb
+        rows = old.weight[:n]
+        extra = old.weight[n:]  # padding (and the mask token)
+        new = rows.mean(0, keepdim=True).expand(count, -1)
+        emb = nn.Embedding(n + count + len(extra), old.embedding_dim, padding_idx=n + count)
+        emb = emb.to(device=old.weight.device, dtype=old.weight.dtype)
+        emb.weight.copy_(torch.cat([rows, new, extra]))
+        self.item_emb = emb
+        self.num_items = self.args.num_items = n + count
+        self.pad_id = n + count
+        return list(range(n, n + count))
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -122,10 +178,18 @@ def token_loss(
     keep = labels != model.pad_id
     h = hidden[keep]  # [T, D]
     y = labels[keep]  # [T]
+    cold = model.cold_items
     if loss_type == "ce":
-        return F.cross_entropy(model.logits(h), y)
+        logits = model.logits(h)  # [T, N]
+        if cold is not None:  # out of the softmax: exactly zero gradient for the cold rows
+            logits = logits.index_fill(1, cold.to(logits.device), float("-inf"))
+        return F.cross_entropy(logits, y)
     if loss_type == "bce":
-        neg = torch.randint(0, model.num_items, y.shape, generator=generator).to(y.device)
+        if cold is None:
+            neg = torch.randint(0, model.num_items, y.shape, generator=generator).to(y.device)
+        else:
+            warm = model.warm_items()
+            neg = warm[torch.randint(0, len(warm), y.shape, generator=generator)].to(y.device)
         emb = model.item_emb.weight
         pos_logit = (h * emb[y]).sum(-1)
         neg_logit = (h * emb[neg]).sum(-1)
@@ -156,6 +220,8 @@ class NegativeSampler:
         logq_correction: subtract ``log Q(j)`` (``Q = probs``, or ``1 / num_items`` when uniform) from every negative's
             logit; the positive's logit is left as it is (see ``sampled_softmax_loss``).
         shared: one set of negatives per batch instead of one per position.
+        cold_items: item ids never drawn (cold-start items): uniform sampling draws among the others, a sampling
+            distribution gets zero mass on them (renormalised); ``Q`` is the distribution actually sampled.
     """
 
     num_items: int
@@ -163,10 +229,30 @@ class NegativeSampler:
     probs: torch.Tensor | None = None
     logq_correction: bool = False
     shared: bool = False
+    cold_items: Sequence[int] | None = None
+
+    def __post_init__(self):
+        cold = sorted({int(i) for i in self.cold_items or ()})
+        self._warm = None  # [W] the ids uniform sampling draws from (None: all)
+        if not cold:
+            return
+        keep = torch.ones(self.num_items, dtype=torch.bool)
+        keep[cold] = False
+        if not keep.any():
+            raise ValueError("NegativeSampler: every item is cold, nothing to sample")
+        if self.probs is None:
+            self._warm = keep.nonzero().squeeze(1)
+        else:
+            probs = self.probs.double() * keep
+            if not probs.sum() > 0:
+                raise ValueError("NegativeSampler: the sampling distribution has no mass on a warm item")
+            self.probs = probs / probs.sum()
 
     def sample(self, num_targets: int, generator: torch.Generator) -> torch.Tensor:
         """Negative item ids on the CPU: ``[num_targets, num_negatives]`` (``[num_negatives]`` when ``shared``)."""
         shape = (self.num_negatives,) if self.shared else (num_targets, self.num_negatives)
+        if self.probs is None and self._warm is not None:
+            return self._warm[torch.randint(0, len(self._warm), shape, generator=generator)]
         if self.probs is None:
             return torch.randint(0, self.num_items, shape, generator=generator)
         draws = torch.multinomial(self.probs, math.prod(shape), replacement=True, generator=generator)
@@ -175,7 +261,8 @@ class NegativeSampler:
     def log_q(self, items: torch.Tensor) -> torch.Tensor:
         """``log Q(j)`` of each item id in ``items`` (same shape, float32)."""
         if self.probs is None:
-            return torch.full(items.shape, -math.log(self.num_items))
+            n = self.num_items if self._warm is None else len(self._warm)
+            return torch.full(items.shape, -math.log(n))
         return self.probs.log().float()[items]
 
     def loss(self, model: SequenceModel, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

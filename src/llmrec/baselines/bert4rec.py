@@ -48,6 +48,18 @@ class BERT4Rec(SequenceModel):
     def candidate_logits(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return super().candidate_logits(hidden, items) + self.out_bias[items]
 
+    def item_row_params(self) -> list[torch.Tensor]:
+        return [self.item_emb.weight, self.out_bias]
+
+    @torch.no_grad()
+    def add_items(self, count: int) -> list[int]:
+        """As ``SequenceModel.add_items``; each new item's output bias is the mean bias."""
+        bias = self.out_bias.mean().expand(count)
+        ids = super().add_items(count)
+        self.mask_id = self.num_items + 1
+        self.out_bias = nn.Parameter(torch.cat([self.out_bias.detach(), bias]))
+        return ids
+
     def history_hidden(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         keep = self.args.max_len - 1
         seqs = [list(h)[-keep:] + [self.mask_id] for h in histories]

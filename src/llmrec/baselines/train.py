@@ -4,6 +4,11 @@ Run directory (the shared schema of ``llmrec.runs``, plus):
     model.safetensors  weights of the best-on-validation epoch
     checkpoint.pt      last epoch: model + optimizer + epoch + best + RNG states (``--resume`` continues from it)
 
+Cold-start items (a data set prepared with ``--cold_items``) never reach training: the model gets them
+(``SequenceModel.set_cold_items``: out of the softmax and of the negatives, ``build_sampler`` too), and before every
+validation their rows are set to the mean of the warm rows (``fill_cold_rows``), so the saved weights carry that
+fallback and a run needs no cold-item list at inference.
+
 ``metrics.json`` ``train``: ``epochs_run``, ``best_epoch``, ``train_time_s``, ``wall_time_s`` and, once done,
 ``stopped_by``: "early_stopping" (``patience`` validations without improvement) or "epoch_cap" (``epochs`` reached).
 """
@@ -68,7 +73,8 @@ def build_sampler(cfg: BaselineConfig, data: PreparedData) -> NegativeSampler | 
         if not counts.sum() > 0:
             raise ConfigError("negative_sampling: popularity needs training interactions; the data set has none")
         probs = counts / counts.sum()
-    return NegativeSampler(data.num_items, cfg.num_negatives, probs, cfg.logq_correction, cfg.shared_negatives)
+    return NegativeSampler(data.num_items, cfg.num_negatives, probs, cfg.logq_correction, cfg.shared_negatives,
+                           cold_items=sorted(data.cold_items) or None)  # fmt: skip
 
 
 def add_cf_init(model, cfg: BaselineConfig, train_sequences) -> None:
@@ -133,6 +139,8 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
     out, resume = prepare_run_dir(cfg, data)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.num_items).to(device)
+    if hasattr(model, "set_cold_items"):  # the neural models; Pop's and TextKNN's fits need nothing
+        model.set_cold_items(data.cold_items)
     add_cf_init(model, cfg, data.train_sequences())
     info = read_run_info(out)
 
@@ -221,6 +229,7 @@ def _fit(cfg, model, data, out: Path, device: str, resume: bool, run_eval, info:
 
 def _validate(cfg, model, state: dict, loss: float, run_eval, out: Path) -> str:
     """Validate, keep the best weights and update the early-stopping state; returns the log text."""
+    model.fill_cold_rows()  # never trained: the warm mean (changes nothing of the training, see the module docstring)
     valid = run_eval("valid")
     value = valid["metrics"][cfg.metric]
     state["history"].append(

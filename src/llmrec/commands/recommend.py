@@ -5,6 +5,11 @@ item (quote titles: ``--history "Misérables, Les (1995)" "Toy Story (1995)"``);
 is also read as a comma-separated list of ids. ``--history_json '["a", "b"]'`` takes a JSON list. ``--input``
 reads a JSONL file with one object per line: ``{"history": [...]}`` or, for LLM runs, ``{"prompt": "..."}`` (a
 ready prompt, as the run's prompt.txt renders it). Needs only the run directory.
+
+``--add_items items.jsonl`` adds items to the catalog first, as ``POST /items`` does on a server (nothing is
+written): one ``{"raw_id": "...", "title": "...", "text": "..."}`` object per line, checked (``file:line: field``)
+against the run's catalog before the model loads; histories may then name them and they can be recommended. The
+model must be able to add items (``add_items``); the error names it when it cannot.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ class RecommendConfig:
     )
     history_json: str = field(default="", metadata={"help": "History as a JSON list of items, oldest first."})
     input: str = field(default="", metadata={"help": "JSONL file: {'history': [...]} or {'prompt': '...'} per line."})
+    add_items: str = field(
+        default="",
+        metadata={"help": "JSONL file of items to add first: {'raw_id': ..., 'title': ..., 'text': ...} per line."},
+    )
     k: int = field(default=10, metadata={"help": "How many items to recommend.", "aliases": ["-k"]})
     exclude_seen: bool = field(default=True, metadata={"help": "Never recommend items already in the history."})
     json: bool = field(default=False, metadata={"help": "Print JSON lines instead of a table."})
@@ -78,6 +87,52 @@ def _requests(cfg: RecommendConfig) -> list[dict]:
     return out
 
 
+def read_new_items(path: str, catalog) -> list:
+    """The items of a ``--add_items`` file (``NewItem``), each checked as ``POST /items`` checks it.
+
+    Raises:
+        ConfigError: ``FILE:LINE: field: what was expected`` (a raw id already in the catalog or repeated, too).
+    """
+    from llmrec.data.readers import open_text
+    from llmrec.serving.overlay import ItemFieldError, check_new_item
+
+    items, seen = [], {}
+    with open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                item = check_new_item(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{where}: expected a JSON object per line ({e})") from None
+            except ItemFieldError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            if item.raw_id in seen:
+                raise ConfigError(f"{where}: raw_id: {item.raw_id[:200]!r} repeats line {seen[item.raw_id]}")
+            try:
+                catalog.index_of_raw(item.raw_id)
+            except KeyError:
+                pass
+            else:
+                raise ConfigError(f"{where}: raw_id: {item.raw_id[:200]!r} is already in the run's catalog")
+            seen[item.raw_id] = n
+            items.append(item)
+    if not items:
+        raise ConfigError(f"{path}: no items (expected one JSON object per line)")
+    return items
+
+
+def _add_items(rec, items: list, path: str, run: str) -> None:
+    """``rec.add_items(items)``, a model that cannot add items as a ``ConfigError`` naming it."""
+    if not callable(getattr(rec, "add_items", None)):
+        raise ConfigError(f"add_items: the {rec.name} model of {run} cannot add items; retrain it with them")
+    try:
+        rec.add_items([i.raw_id for i in items], [i.title for i in items], [i.text for i in items])
+    except NotImplementedError as e:
+        raise ConfigError(f"add_items: the {rec.name} model of {run} cannot add items ({e})") from None
+
+
 def resolve_history(catalog, refs: list, where: str, split_commas: bool = False) -> list[int]:
     """Internal ids of ``refs``; with ``split_commas``, a lone value naming no item is read as ``a,b,c``."""
     if split_commas and len(refs) == 1 and "," in str(refs[0]):
@@ -113,6 +168,10 @@ def main(argv: list[str]) -> int:
     requests = _requests(cfg)
     info = read_run_info(cfg.run)
     catalog = run_catalog(cfg.run)
+    new_items = read_new_items(cfg.add_items, catalog) if cfg.add_items else []
+    if new_items:  # the model appends them in this order, so the extended catalog has the model's ids
+        catalog = catalog.extended([i.raw_id for i in new_items], [i.title for i in new_items],
+                                   [i.text for i in new_items])  # fmt: skip
     for req in requests:
         if "prompt" in req:
             if info["kind"] != "llm":
@@ -125,6 +184,8 @@ def main(argv: list[str]) -> int:
     from llmrec.recommenders import load_recommender
 
     rec = load_recommender(cfg.run, device=cfg.device)
+    if new_items:
+        _add_items(rec, new_items, cfg.add_items, cfg.run)
     cat = rec.catalog
     for req in requests:
         with torch.inference_mode():

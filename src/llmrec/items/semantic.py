@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +149,39 @@ def rq_kmeans(
     size = int(last.max()) + 1 + extra_codes
     sizes = tuple(len(c) for c in centroids) + (size,)
     return SemanticIds(np.concatenate([prefix, last[:, None]], axis=1), sizes, tuple(centroids))
+
+
+def rq_kmeans_warm(
+    embeddings: np.ndarray, cold_items: Collection[int] = (), extra_codes: int = 0, **kmeans
+) -> SemanticIds:
+    """``rq_kmeans`` fitted on the warm items only, the cold-start items coded afterwards like new items.
+
+    The centroids (and the warm items' codes) come from ``rq_kmeans(embeddings[warm], **kmeans)``, so no cold item
+    shapes them; each cold item then gets ``assign_codes`` against them: the nearest centroid of every level's
+    residual and a free value of the disambiguation level, i.e. a new, collision-free leaf of the trie. The
+    disambiguation level gets the values the warm and cold items use, plus ``extra_codes`` kept free for items added
+    later. With no cold item this is exactly ``rq_kmeans(embeddings, extra_codes=extra_codes, **kmeans)``.
+
+    Args:
+        embeddings: ``[N, d]`` every catalog item's embedding (row ``i`` = item ``i``).
+        cold_items: internal ids of the cold items (``PreparedData.cold_items``).
+        extra_codes: as ``rq_kmeans``.
+        kmeans: ``levels``, ``codes``, ``seed``, ``n_init``, ``max_iter`` of ``rq_kmeans``.
+    """
+    cold = sorted({int(i) for i in cold_items})
+    if not cold:
+        return rq_kmeans(embeddings, extra_codes=extra_codes, **kmeans)
+    x = _check_matrix(embeddings)
+    if cold[0] < 0 or cold[-1] >= len(x) or len(cold) == len(x):
+        raise ValueError(f"cold_items must be some (not all) of the ids 0..{len(x) - 1}")
+    is_cold = np.zeros(len(x), dtype=bool)
+    is_cold[cold] = True
+    warm = rq_kmeans(x[~is_cold], **kmeans)
+    codes = np.empty((len(x), warm.num_levels), dtype=np.int32)
+    codes[~is_cold] = warm.codes
+    codes[is_cold] = assign_codes(x[is_cold], warm.centroids, warm.codes, None)
+    size = int(codes[:, -1].max()) + 1 + extra_codes
+    return SemanticIds(codes, warm.level_sizes[:-1] + (size,), warm.centroids)
 
 
 def _disambiguate(prefix: np.ndarray) -> np.ndarray:

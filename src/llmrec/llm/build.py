@@ -5,6 +5,12 @@ clustered by RQ-KMeans (``llmrec.items.semantic.rq_kmeans``, seeded with ``--see
 the ``<|sid_l_c|>`` code tokens are added (``add_sid_tokens``), their rows start from the cluster centroids
 (``init_code_rows``), and LoRA trains them as it trains atomic item rows (``trainable_token_indices`` = the code
 token ids). The codes (and centroids) are saved into the run directory by ``llmrec.llm.rundir.write_train_run``.
+
+Cold-start items (a data set prepared with ``--cold_items``) never reach training: ``ItemLM(cold_items=...)`` leaves
+their columns out of the atomic softmax; semantic IDs are fitted on the warm items only and the cold items coded
+afterwards (``llmrec.items.semantic.rq_kmeans_warm``). An atomic run on such data also keeps the items' text
+embeddings (``BuiltModel.text``), from which the training loop projects the cold items' rows
+(``llmrec.llm.coldrows``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from llmrec.data import PreparedData
 from llmrec.items.atomic import add_item_tokens, resize_for_items
 from llmrec.items.cooccurrence import cooccurrence_factors
 from llmrec.items.init import add_cooccurrence_rows, init_item_embeddings
-from llmrec.items.semantic import SemanticIds, concat_embeddings, rq_kmeans
+from llmrec.items.semantic import SemanticIds, concat_embeddings, rq_kmeans_warm
 from llmrec.items.semantic_vocab import add_sid_tokens, init_code_rows
 from llmrec.items.text import TextEmbeddings, item_text_embeddings
 from llmrec.items.text_models import EncoderSpec
@@ -44,6 +50,13 @@ class BuiltModel:
     item_init_stats: dict = field(default_factory=dict)  # init_item_embeddings' counts (titled, texted, fallback)
     sids: SemanticIds | None = None  # --item_ids semantic: the catalog's code paths (None: atomic item tokens)
     trie: CodeTrie | None = None  # and their prefix trie, for beam search
+    text: TextEmbeddings | None = None  # the items' text embeddings, kept when the text projector is fitted
+
+
+def fits_text_projector(cfg: TrainConfig, data: PreparedData) -> bool:
+    """Whether the run fits the ridge text projector (``llmrec.items.projector``): atomic item tokens on a data set
+    with cold items, whose rows it writes (``llmrec.llm.coldrows``)."""
+    return cfg.item_ids == "atomic" and bool(data.cold_items)
 
 
 def effective_cf_dim(cfg: TrainConfig, num_items: int) -> int:
@@ -90,11 +103,13 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
     template = load_template(cfg.prompt)  # a bad template name fails before the model loads
     # encoded first: the `lm` encoder loads the full model, freed before the training model loads
     semantic = cfg.item_ids == "semantic"
-    text = item_text_embeddings_for(cfg, data) if cfg.item_init == "text" and not semantic else None
+    needs_text = not semantic and (cfg.item_init == "text" or fits_text_projector(cfg, data))
+    text = item_text_embeddings_for(cfg, data) if needs_text else None
     sids, cf_dim = None, 0
-    if semantic:
+    if semantic:  # fitted on the warm items, the cold ones coded afterwards (the same as before without cold items)
         emb, cf_dim = sid_embeddings(cfg, data)
-        sids = rq_kmeans(emb, cfg.sid_levels, cfg.sid_codes, seed=cfg.seed, extra_codes=cfg.sid_extra_codes)
+        sids = rq_kmeans_warm(emb, data.cold_items, extra_codes=cfg.sid_extra_codes, levels=cfg.sid_levels,
+                              codes=cfg.sid_codes, seed=cfg.seed)  # fmt: skip
         logger.info("semantic ids: %d items, level sizes %s", sids.num_items, sids.level_sizes)
     lm, tokenizer = load_causal_lm(
         cfg.model,
@@ -109,7 +124,8 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
         stats = init_code_rows(lm, vocab, sids.centroids, seed=cfg.seed)
         logger.info("code rows: %s", stats)
     else:
-        vocab, stats, cf_dim = _add_item_tokens(cfg, data, lm, tokenizer, text)
+        init_text = text if cfg.item_init == "text" else None
+        vocab, stats, cf_dim = _add_item_tokens(cfg, data, lm, tokenizer, init_text)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm = apply_lora(lm, vocab, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
@@ -123,9 +139,10 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
         item_mask_prob=cfg.item_mask_prob,
         item_mask_fill=cfg.item_mask_fill,
         label_smoothing=cfg.label_smoothing,
+        cold_items=data.cold_items,
     )
     trie = CodeTrie(sids.codes, sids.level_sizes) if semantic else None
-    return BuiltModel(item_lm, tokenizer, encoder, template, adapted_modules(lm), cf_dim, stats, sids, trie)
+    return BuiltModel(item_lm, tokenizer, encoder, template, adapted_modules(lm), cf_dim, stats, sids, trie, text)
 
 
 def _add_item_tokens(cfg: TrainConfig, data: PreparedData, lm, tokenizer, text):

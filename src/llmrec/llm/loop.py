@@ -11,6 +11,10 @@ the world size, because DDP averages), so a step is identical whatever the numbe
 saving run on the main process with the unwrapped model, which is correct for DDP (every process holds all
 weights); FSDP and DeepSpeed shard the weights and are refused with a clear error until they are supported.
 ``--resume`` restores adapter, optimizer, scheduler, per-process RNG and the position inside the epoch.
+
+Cold-start items (``llmrec prepare --cold_items``) never reach training (``llmrec.llm.build``); with atomic item
+tokens their rows are projected from their text before every validation and before the adapter is saved
+(``llmrec.llm.coldrows``), and the projector is saved with the best adapter as ``text_projector.safetensors``.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from tqdm.auto import tqdm
 from llmrec.config import ConfigError, save_config
 from llmrec.data import PreparedData, load_prepared
 from llmrec.evaluation import evaluate
-from llmrec.llm.build import BuiltModel, build_model
+from llmrec.items.projector import save_projector
+from llmrec.llm.build import BuiltModel, build_model, fits_text_projector
 from llmrec.llm.checkpoint import load_checkpoint, save_adapter, save_checkpoint
+from llmrec.llm.coldrows import project_cold_rows
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.examples import build_examples, collate, epoch_batches
 from llmrec.llm.optim import make_optimizer, make_scheduler
@@ -77,6 +83,7 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(built.item_lm, optimizer)
         self.item_lm = acc.unwrap_model(self.model)
         self.valid_data = data.subsample(cfg.eval_users, cfg.seed)
+        self.cold_text = built.text if fits_text_projector(cfg, data) else None  # project the cold rows from it
         self.state = LoopState()
         if resume:
             check_resumed_codes(built, self.run_dir)
@@ -112,8 +119,10 @@ class Trainer:
                 if stop or finished or last_of_epoch:
                     break
         bar.close()
-        if not state.evals and acc.is_main_process:
-            save_adapter(self.item_lm, self.run_dir)
+        if not state.evals:
+            projector = self.project_cold()
+            if acc.is_main_process:
+                self.save_best(projector)
         acc.wait_for_everyone()
         return self.finish()
 
@@ -163,10 +172,23 @@ class Trainer:
             save_checkpoint(self.acc, self.item_lm, self.optimizer, self.scheduler, asdict(self.state), self.run_dir)
         return stop
 
+    def project_cold(self):
+        """Write the cold items' rows from their text (every process: the same rows); the projector, or None."""
+        if self.cold_text is None:
+            return None
+        return project_cold_rows(self.item_lm, self.cold_text, self.data.cold_items, self.cfg.seed)
+
+    def save_best(self, projector) -> None:
+        """The current adapter (and the text projector that wrote its cold rows) as the run's best."""
+        save_adapter(self.item_lm, self.run_dir)
+        if projector is not None:
+            save_projector(projector, self.run_dir)
+
     def validate(self) -> bool:
         """Validate on the main process, keep the best adapter; returns True (on every process) to stop."""
         acc, state, cfg = self.acc, self.state, self.cfg
         stop = [False]
+        projector = self.project_cold()
         if acc.is_main_process:
             b = self.built
             rec = make_recommender(self.item_lm, b.encoder, b.tokenizer, self.data.catalog, cfg.eval_batch_size,
@@ -180,7 +202,7 @@ class Trainer:
             ndcg = res["metrics"]["ndcg@10"]
             if state.best is None or ndcg > state.best["metrics"]["ndcg@10"]:
                 state.best, state.bad_evals = entry, 0
-                save_adapter(self.item_lm, self.run_dir)
+                self.save_best(projector)
             else:
                 state.bad_evals += 1
             best = state.best

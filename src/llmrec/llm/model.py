@@ -5,6 +5,8 @@ Shapes: ``B`` prompts, ``L`` tokens, ``D`` hidden size, ``N`` catalog items, ``T
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 
@@ -51,6 +53,14 @@ class ItemLM(nn.Module):
             blows the gradient up ~1000x per layer, so keep a BOS token first, as ``compact_bos`` does).
             ``mean``: the mean of the current item rows (detached), an "unknown item"; stable at any depth.
         label_smoothing: label smoothing of the next-item cross-entropy (spread over the item tokens only).
+        cold_items: internal ids of cold-start items (``PreparedData.cold_items``), which training must never see.
+            Atomic item tokens: the training cross-entropy runs over the *warm* item rows only (the cold columns are
+            left out of the softmax, the label smoothing is spread over the warm items, and a cold target raises),
+            and the ``mean`` fill is the mean of the warm rows; so a cold item's rows get exactly zero gradient at
+            every step (its tokens never appear in a training input either: ``PreparedData.train_sequences`` drops
+            them). ``score`` still ranks all ``N`` items (validation may score every item). Semantic IDs: nothing
+            to mask, the code tokens are shared by all items (a cold item is simply never a target). Empty (the
+            default): the computation is exactly the one without cold items.
 
     Semantic IDs (``vocab`` a ``SemanticVocab``): every target is a code token, and its cross-entropy runs over the
     code tokens of its own level only (rows ``vocab.level_range(l)``), label smoothing spread over that level.
@@ -67,6 +77,7 @@ class ItemLM(nn.Module):
         item_mask_prob: float = 0.0,
         item_mask_fill: str = "zero",
         label_smoothing: float = 0.0,
+        cold_items: Collection[int] = (),
     ):
         super().__init__()
         if item_mask_fill not in MASK_FILLS:
@@ -80,6 +91,22 @@ class ItemLM(nn.Module):
         self.decoder = getattr(base, base.base_model_prefix)
         self.tied = bool(getattr(base.config, "tie_word_embeddings", False)) or base.get_output_embeddings() is None
         self._base = [base]  # a list: not registered as a submodule twice
+        self.set_cold_items(cold_items)
+
+    def set_cold_items(self, cold_items: Collection[int]) -> None:
+        """The items training must never see (see the class docstring); ``()`` for none."""
+        self.cold_items = tuple(sorted({int(i) for i in cold_items}))
+        self._warm = self._warm_pos = None  # [W] warm item ids, [N] their position among them (-1: cold)
+        if not self.cold_items or self.semantic:
+            return
+        n = self.vocab.num_items
+        if self.cold_items[0] < 0 or self.cold_items[-1] >= n:
+            raise ValueError(f"cold_items must lie in 0..{n - 1}")
+        is_cold = torch.zeros(n, dtype=torch.bool)
+        is_cold[list(self.cold_items)] = True
+        self._warm = (~is_cold).nonzero().squeeze(1)
+        self._warm_pos = torch.full((n,), -1, dtype=torch.long)
+        self._warm_pos[self._warm] = torch.arange(len(self._warm))
 
     @property
     def device(self) -> torch.device:
@@ -106,7 +133,7 @@ class ItemLM(nn.Module):
         """The ``mean`` fill of each position: [D] (atomic), or [B, L, D] (each code token's level mean)."""
         rows = item_rows(embedding, self.vocab).detach()
         if not self.semantic:
-            return rows.mean(0)  # [D]
+            return (rows if self._warm is None else rows[self._warm.to(rows.device)]).mean(0)  # [D]
         first = self.vocab.first_id
         ranges = [self.vocab.level_range(lvl) for lvl in range(self.vocab.num_levels)]
         means = torch.stack([rows[s - first : e - first].mean(0) for s, e in ranges])  # [levels, D]
@@ -141,7 +168,13 @@ class ItemLM(nn.Module):
         if self.semantic:
             return self._code_loss(h, input_ids[:, 1:][tmask])
         targets = input_ids[:, 1:][tmask] - self.vocab.first_id  # [T]
-        logits = h.float() @ self.item_weights().float().T  # [T, N]
+        weights = self.item_weights().float()  # [N, D]
+        if self._warm is not None:  # cold items: out of the softmax, targets renumbered among the warm items
+            targets = self._warm_pos.to(targets.device)[targets]
+            if (targets < 0).any():
+                raise ValueError("a training target is a cold item (cold items must never reach training)")
+            weights = weights[self._warm.to(weights.device)]  # [W, D]
+        logits = h.float() @ weights.T  # [T, N] (or [T, W])
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum", label_smoothing=self.label_smoothing)
         return loss, targets.numel()
 

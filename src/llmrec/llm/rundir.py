@@ -11,6 +11,7 @@ import numpy as np
 from llmrec.config import ConfigError, save_config
 from llmrec.data import DataError, PreparedData
 from llmrec.files import atomic_write_text
+from llmrec.items.projector import PROJECTOR_FILE
 from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids, save_semantic_ids
 from llmrec.llm.checkpoint import has_checkpoint
 from llmrec.runs import clear_outputs, plan_run_dir, write_run_info
@@ -19,7 +20,7 @@ from llmrec.runs import clear_outputs, plan_run_dir, write_run_info
 TRAIN_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "prompt.txt", "tokenizer", "adapter", "checkpoint",
                  ".checkpoint.tmp", ".checkpoint.old", ".adapter.tmp", ".adapter.old", "metrics.json",
                  "train_log.jsonl", "eval_valid.json", "eval_test.json", "eval_valid_warm.json", "eval_valid_cold.json",
-                 "eval_test_warm.json", "eval_test_cold.json", IDS_FILE, CENTROIDS_FILE)  # fmt: skip
+                 "eval_test_warm.json", "eval_test_cold.json", IDS_FILE, CENTROIDS_FILE, PROJECTOR_FILE)  # fmt: skip
 
 
 def plan_train_dir(cfg) -> str:

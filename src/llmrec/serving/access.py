@@ -1,7 +1,9 @@
-"""Who may write feedback: an optional bearer token and a per-client token-bucket rate limit.
+"""Who may write: bearer tokens for feedback and catalog changes, and a per-client token-bucket rate limit.
 
 Protocol:
-    With a token configured, ``POST /feedback`` needs ``Authorization: Bearer <token>`` (compared in constant time);
+    Catalog changes (``POST /items``, ``DELETE /items/{raw_id}``) need the admin token: without one configured
+    they are disabled (403); a missing or wrong ``Authorization: Bearer`` is a 401. With a token configured,
+    ``POST /feedback`` needs ``Authorization: Bearer <token>`` (compared in constant time);
     otherwise 401 with ``WWW-Authenticate: Bearer``. Each client IP may send ``rate`` feedback requests per second
     on average and ``burst`` at once (valid or not, so guessing tokens is rate limited too); beyond that 429 with
     ``Retry-After`` (seconds). Behind a reverse proxy every request has the proxy's IP, so the limit is shared.
@@ -78,5 +80,22 @@ def bearer_guard(token: str) -> Callable[[Request], None]:
                 "authorization: this endpoint needs the header 'Authorization: Bearer <token>' (missing or wrong)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    return guard
+
+
+def admin_guard(token: str) -> Callable[[Request], None]:
+    """A guard refusing every request with 403 when ``token`` is empty, else without the bearer ``token`` (401)."""
+    bearer = bearer_guard(token)
+
+    def guard(request: Request) -> None:
+        if not token:
+            raise ApiError(
+                403,
+                "authorization",
+                "authorization: catalog changes are disabled on this server (start it with --admin_token or "
+                "$LLMREC_ADMIN_TOKEN to enable them)",
+            )
+        bearer(request)
 
     return guard

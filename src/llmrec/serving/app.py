@@ -7,13 +7,16 @@ Protocol:
     are micro-batched (``llmrec.serving.batcher``): under load, everything arriving within ``batch_window_ms`` (up
     to ``max_batch``) is scored in one ``score`` call on a worker thread, so throughput grows with load.
 
-    Items are addressed by their raw ids (as in the input data), alternate ids or exact titles. Feedback events go to
+    Items are addressed by their raw ids (as in the input data), alternate ids or exact titles. The catalog is live
+    (``llmrec.serving.live``, routes in ``llmrec.serving.admin``): with the admin token, ``POST /items`` adds an item
+    ``/recommend`` can return at once and ``DELETE /items/{raw_id}`` retires one (never recommended again, still
+    resolvable in histories); both persist in the overlay file (``llmrec.serving.overlay``). Feedback events go to
     a SQLite database in WAL mode (``llmrec.serving.events``); user identifiers are stored only as salted SHA-256
     hashes. ``llmrec prepare --format events --input FILE`` reads it back.
 
     In front of the routes: a Host allow-list (``ServeAccess.allowed_hosts``), a body size limit
     (``ServeLimits.max_body_bytes``) and timing for ``/metrics`` (``llmrec.serving.middleware``); ``/feedback`` also
-    has a bearer token and a per-client rate limit (``llmrec.serving.access``). Every error has the uniform body of
+    has a bearer token and a per-client rate limit, catalog changes the admin token (``llmrec.serving.access``). Every error has the uniform body of
     ``llmrec.serving.errors``; no bad input gives a 5xx.
 """
 
@@ -30,10 +33,13 @@ import llmrec
 from llmrec.data import AmbiguousItemError, Catalog
 from llmrec.inference import rank
 from llmrec.serving.access import RateLimiter, bearer_guard
+from llmrec.serving.admin import catalog_routes
 from llmrec.serving.batcher import BatcherError, MicroBatcher, ScoringTimeout, ServeStats
 from llmrec.serving.errors import ApiError, add_error_handlers, echo
 from llmrec.serving.events import EventLog
+from llmrec.serving.live import LiveCatalog
 from llmrec.serving.middleware import BodyLimit, HostAllowList, Timing
+from llmrec.serving.overlay import ItemLimits
 from llmrec.serving.schemas import FeedbackRequest, RecommendRequest, json_route
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -54,26 +60,39 @@ class ServeLimits:
     feedback_burst: int = 20
     rating_min: float = 1.0  # the data set's rating scale: event=rating values must lie in it
     rating_max: float = 5.0
+    max_raw_id_chars: int = ItemLimits.max_raw_id_chars  # POST /items: longer fields are a 422
+    max_title_chars: int = ItemLimits.max_title_chars
+    max_text_chars: int = ItemLimits.max_text_chars
+    max_added_items: int = 10_000  # items POST /items may add in all (the overlay is rewritten on each change)
+
+    def item_limits(self) -> ItemLimits:
+        return ItemLimits(self.max_raw_id_chars, self.max_title_chars, self.max_text_chars)
 
 
 @dataclass
 class ServeAccess:
-    """Who may talk to the service: accepted Host header names (``"*"``: any) and the ``/feedback`` token."""
+    """Who may talk to the service: accepted Host header names (``"*"``: any), the ``/feedback`` and admin tokens."""
 
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     feedback_token: str = ""  # "": /feedback is open
+    admin_token: str = ""  # "": catalog changes (POST /items, DELETE /items/{raw_id}) are disabled (403)
 
 
 @dataclass
 class _Service:
     """What the routes share."""
 
-    catalog: Catalog
+    live: LiveCatalog
     batcher: MicroBatcher
     stats: ServeStats
     limits: ServeLimits
     event_log: EventLog | None
     name: str
+
+    @property
+    def catalog(self) -> Catalog:
+        """The current catalog (replaced, never mutated, when items are added): read it once per use."""
+        return self.live.catalog
 
 
 def _resolve(catalog: Catalog, ref: str | int, where: str) -> int:
@@ -120,11 +139,10 @@ def _recommend_routes(svc: _Service) -> APIRouter:
             limit = svc.limits.max_history
             raise ApiError(413, "history", f"history: at most {limit} items, got {len(req.history)}")
         hist = [_resolve(svc.catalog, ref, f"history[{n}]") for n, ref in enumerate(req.history)]
-        scores = await _score(svc.batcher, hist)  # [N]
+        scores = svc.live.mask(await _score(svc.batcher, hist))  # [N], retired items at -inf
         ranked = rank(scores.unsqueeze(0), [hist], req.k, req.exclude_seen)[0]
-        items = [
-            {"rank": r + 1, **_item_json(svc.catalog, i), "score": round(s, 6)} for r, (i, s) in enumerate(ranked)
-        ]
+        catalog = svc.catalog  # read after scoring: it covers every scored item
+        items = [{"rank": r + 1, **_item_json(catalog, i), "score": round(s, 6)} for r, (i, s) in enumerate(ranked)]
         return {"model": svc.name, "k": len(items), "items": items}
 
     return router
@@ -135,16 +153,19 @@ def _item_routes(svc: _Service) -> APIRouter:
 
     @router.get("/items/{item_id}")
     async def get_item(item_id: str):
+        catalog = svc.catalog
         try:
-            return _item_json(svc.catalog, svc.catalog.index_of_raw(item_id))
+            i = catalog.index_of_raw(item_id)
         except KeyError:
             raise ApiError(404, "item_id", f"item_id: unknown item {echo(item_id)}") from None
+        return {**_item_json(catalog, i), "retired": svc.live.is_retired(i)}
 
     @router.get("/items")
     async def search_items(
         query: str = Query(..., min_length=1, max_length=200), limit: int = Query(20, ge=1, le=100)
     ):
-        return {"query": query, "items": [_item_json(svc.catalog, i) for i in svc.catalog.search(query, limit)]}
+        catalog = svc.catalog
+        return {"query": query, "items": [_item_json(catalog, i) for i in catalog.search(query, limit)]}
 
     return router
 
@@ -168,12 +189,13 @@ def _feedback_routes(svc: _Service, access: ServeAccess) -> APIRouter:
 
     @router.post("/feedback")
     async def feedback(req: FeedbackRequest):
-        idx = _resolve(svc.catalog, req.item, "item")
+        catalog = svc.catalog
+        idx = _resolve(catalog, req.item, "item")
         _check_value(req.event, req.value, svc.limits)
         if svc.event_log is None:
             raise ApiError(503, None, "feedback: this server was started without an event log")
         event_id = await asyncio.get_running_loop().run_in_executor(
-            None, svc.event_log.append, req.user, svc.catalog.raw_ids[idx], req.event, req.value
+            None, svc.event_log.append, req.user, catalog.raw_ids[idx], req.event, req.value
         )
         return {"stored": True, "id": event_id}
 
@@ -185,7 +207,7 @@ def _status_routes(svc: _Service) -> APIRouter:
 
     @router.get("/health")
     async def health():
-        return {"status": "ok", "model": svc.name, "items": len(svc.catalog)}
+        return {"status": "ok", "model": svc.name, "items": len(svc.catalog), "retired": svc.live.num_retired()}
 
     @router.get("/metrics")
     async def metrics():
@@ -206,21 +228,23 @@ def create_app(
 ) -> FastAPI:
     """Build the FastAPI app around an already loaded recommender (the model loads once, before serving).
 
-    The batcher starts and stops with the app's lifespan; stopping fails the requests still waiting and closes
-    ``event_log``.
+    ``recommender`` may be a ``LiveCatalog`` (its overlay already restored, as ``llmrec serve`` passes it); any
+    other recommender is wrapped in one whose changes are kept in memory only. The batcher starts and stops with
+    the app's lifespan; stopping fails the requests still waiting and closes ``event_log``.
     """
     limits, access = limits or ServeLimits(), access or ServeAccess()
     stats = ServeStats()
+    live = recommender if isinstance(recommender, LiveCatalog) else LiveCatalog(recommender, None, limits.max_added_items)
     batcher = MicroBatcher(
-        recommender.score,
+        live.score,
         limits.batch_window_ms / 1000,
         limits.max_batch,
         stats,
         max_queue=limits.max_queue,
         timeout_s=limits.request_timeout_s,
     )
-    name = model_name or getattr(recommender, "name", type(recommender).__name__)
-    svc = _Service(recommender.catalog, batcher, stats, limits, event_log, name)
+    name = model_name or live.name
+    svc = _Service(live, batcher, stats, limits, event_log, name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -235,11 +259,18 @@ def create_app(
     app = FastAPI(
         title="llmrec",
         version=llmrec.__version__,
-        description="Next-item recommendation with feedback capture.",
+        description="Next-item recommendation with feedback capture and a live catalog.",
         lifespan=lifespan,
     )
     add_error_handlers(app)
-    for router in (_recommend_routes(svc), _item_routes(svc), _feedback_routes(svc, access), _status_routes(svc)):
+    routers = (
+        _recommend_routes(svc),
+        _item_routes(svc),
+        catalog_routes(live, limits.item_limits(), access.admin_token),
+        _feedback_routes(svc, access),
+        _status_routes(svc),
+    )
+    for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)  # added last = outermost: Timing sees all
     app.add_middleware(HostAllowList, allowed=access.allowed_hosts)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr
 from starlette.requests import ClientDisconnect
 
 from llmrec.serving.errors import ApiError, echo
@@ -69,6 +69,16 @@ class FeedbackRequest(BaseModel):
     value: FiniteNumber | None = Field(
         None, description="click/purchase: null or 1; rating: required, within the served rating scale."
     )
+
+
+class AddItemRequest(BaseModel):
+    """The body of ``POST /items``; lengths and characters are checked by ``llmrec.serving.overlay.check_new_item``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raw_id: StrictStr = Field(..., description="The new item's raw id: non-empty, not yet in the catalog.")
+    title: StrictStr = Field(..., description="Its title (one line).")
+    text: StrictStr = Field("", description="Its extra text (description, categories...).")
 
 
 def _is_json(content_type: str) -> bool:
