@@ -15,6 +15,7 @@ from llmrec.items.semantic_vocab import SemanticVocab
 from llmrec.llm.beam import beam_search_codes
 from llmrec.llm.model import ItemLM
 from llmrec.trie import CodeTrie
+from test_semantic_llm import paths, sem_run  # noqa: F401  (module-scoped: a semantic run trained by the CLI)
 from test_trie_decoding import catalogs, model  # noqa: F401  (the module-scoped tiny model fixture)
 
 
@@ -99,3 +100,18 @@ def test_fast_beam_search_equals_generate_on_other_architectures(arch):
     if arch != "gemma3":
         for g, w in zip(got[1], want[1]):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_evaluate_beam_width_override(sem_run, tmp_path, capsys):  # noqa: F811
+    """``llmrec evaluate --beam_width`` rescores a semantic run with another width; the protocol names it."""
+    import json
+
+    from llmrec.cli import main as cli_main
+
+    assert cli_main(["evaluate", "--run", str(sem_run), "--split", "test", "--beam_width", "20",
+                     "--output_dir", str(tmp_path)]) == 0  # fmt: skip
+    result = json.loads((tmp_path / "eval_test.json").read_text())
+    assert "beam search of width 20" in result["protocol"]
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--run", str(sem_run), "--beam_width", "5"]) == 2
+    assert "beam_width" in capsys.readouterr().err

@@ -38,6 +38,12 @@ class EvaluateConfig:
     mask_history: bool = field(default=True, metadata={"help": "Remove history items from the ranked candidates."})
     batch_size: int = field(default=1024, metadata={"help": "Users per scoring batch."})
     max_users: int | None = field(default=None, metadata={"help": "Evaluate only the first N users (quick check)."})
+    beam_width: int = field(
+        default=0,
+        metadata={
+            "help": "Semantic-ID runs: beams per history (0: the run's own beam_width); items outside tie last."
+        },
+    )
     device: str = field(default="cpu", metadata={"help": "Device to score on."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
     output_dir: str = field(
@@ -63,6 +69,10 @@ class EvaluateConfig:
             raise ConfigError(f"max_users: must be >= 1, got {self.max_users}")
         if self.num_threads < 0:
             raise ConfigError(f"num_threads: must be >= 0, got {self.num_threads}")
+        if self.beam_width < 0 or 0 < self.beam_width < max(self.ks):
+            raise ConfigError(
+                f"beam_width: must be 0 (the run's) or >= the largest K {max(self.ks)}, got {self.beam_width}"
+            )
 
 
 def main(argv: list[str]) -> int:
@@ -80,6 +90,10 @@ def main(argv: list[str]) -> int:
     if cfg.targets == "cold" and not data.cold_items:
         raise ConfigError("targets: 'cold' needs a data set prepared with --cold_items; this one has no cold items")
     rec = load_recommender(cfg.run, device=cfg.device)
+    if cfg.beam_width:
+        if not hasattr(rec, "beam_width"):
+            raise ConfigError(f"beam_width: {cfg.run} is not a semantic-ID run (it scores every item, without beams)")
+        rec.beam_width = cfg.beam_width
     with torch.inference_mode():
         result = evaluate(rec.score, data, cfg.split, ks=cfg.ks, mask_history=cfg.mask_history,
                           batch_size=cfg.batch_size, max_users=cfg.max_users, progress=True,
