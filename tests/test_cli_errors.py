@@ -57,6 +57,17 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     (root / "unknown_item.jsonl").write_text('{"history": ["i1"]}\n{"history": ["i2", "nope"]}\n')
     (root / "prompt.jsonl").write_text('{"prompt": "hello"}\n')
     (root / "not_json.jsonl").write_text('{"history": ["i1"]}\n{history: i1}\n')
+    for name, text in {
+        "add_not_json": '{"raw_id": "n1", "title": "New"}\n{raw_id: n2}\n',
+        "add_no_title": '{"raw_id": "n1"}\n',
+        "add_known": '{"raw_id": "n1", "title": "New"}\n{"raw_id": "i3", "title": "Again"}\n',
+        "add_twice": '{"raw_id": "n1", "title": "New"}\n\n{"raw_id": "n1", "title": "Newer"}\n',
+        "add_unknown_key": '{"raw_id": "n1", "title": "New", "price": 3}\n',
+        "add_text_number": '{"raw_id": "n1", "title": "New", "text": 3}\n',
+        "add_empty": "\n",
+        "add_ok": '{"raw_id": "n1", "title": "New"}\n',
+    }.items():
+        (root / f"{name}.jsonl").write_text(text)
     return {
         "root": root,
         "model": make_tiny_model_dir(root / "model"),
@@ -143,6 +154,43 @@ CASES = {
         ["--history", "--history_json"],
     ),
     "recommend-k-zero": ("recommend --run {pop} --history i1 -k 0", ["k", "0"]),
+    # recommend --add_items: FILE:LINE: field, checked before the model loads
+    "recommend-add-items-not-json": (
+        "recommend --run {pop} --history i1 --add_items {root}/add_not_json.jsonl",
+        ["add_not_json.jsonl:2:", "JSON object"],
+    ),
+    "recommend-add-items-no-title": (
+        "recommend --run {pop} --history i1 --add_items {root}/add_no_title.jsonl",
+        ["add_no_title.jsonl:1: title: required"],
+    ),
+    "recommend-add-items-known-id": (
+        "recommend --run {pop} --history i1 --add_items {root}/add_known.jsonl",
+        ["add_known.jsonl:2: raw_id: 'i3' is already in the run's catalog"],
+    ),
+    "recommend-add-items-twice": (
+        "recommend --run {pop} --history i1 --add_items {root}/add_twice.jsonl",
+        ["add_twice.jsonl:3: raw_id: 'n1' repeats line 1"],
+    ),
+    "recommend-add-items-unknown-key": (
+        "recommend --run {pop} --history i1 --add_items {root}/add_unknown_key.jsonl",
+        ["add_unknown_key.jsonl:1: price: unknown key"],
+    ),
+    "recommend-add-items-text-number": (
+        "recommend --run {pop} --history i1 --add_items {root}/add_text_number.jsonl",
+        ["add_text_number.jsonl:1: text: expected a string, got int"],
+    ),
+    "recommend-add-items-empty": (
+        "recommend --run {pop} --history i1 --add_items {root}/add_empty.jsonl",
+        ["add_empty.jsonl: no items"],
+    ),
+    "recommend-add-items-missing": (
+        "recommend --run {pop} --history i1 --add_items {root}/nosuch.jsonl",
+        ["nosuch.jsonl"],
+    ),
+    "recommend-add-items-then-unknown-history": (
+        "recommend --run {pop} --history n1 n9 --add_items {root}/add_ok.jsonl",
+        ["--history[1]", "n9"],  # n1 is one of the added items: it resolves
+    ),
     # the dispatcher
     "unknown-command": ("trian --data d", ["trian", "did you mean 'train'"]),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -50,8 +51,8 @@ class HashTextRecommender:
 
     name = "hashtext"
 
-    def __init__(self, titles: list[str] = TITLES, pause: float = 0.0):
-        self.catalog = Catalog([f"r{i}" for i in range(len(titles))], list(titles))
+    def __init__(self, titles: list[str] = TITLES, pause: float = 0.0, raw_ids: list[str] | None = None):
+        self.catalog = Catalog(raw_ids or [f"r{i}" for i in range(len(titles))], list(titles))
         self.vectors = torch.stack([_embed(t) for t in titles])  # [N, D]
         self.pause = pause
 
@@ -120,9 +121,10 @@ def test_added_item_is_recommended_at_once():
         assert _ids(c.post("/recommend", json={"history": ["r3"], "k": 3}))[0] == "new-1"
         # histories may point at it, by raw id or title
         assert _ids(c.post("/recommend", json={"history": ["new-1"], "k": 1}))[0] == "r3"
-        assert _ids(c.post("/recommend", json={"history": ["violet gloss deluxe"], "k": 1, "exclude_seen": False}))[
-            0
-        ] == "new-1"
+        assert (
+            _ids(c.post("/recommend", json={"history": ["violet gloss deluxe"], "k": 1, "exclude_seen": False}))[0]
+            == "new-1"
+        )
         assert c.get("/items/new-1").json() == {
             "id": "new-1", "alt_id": "", "title": NEW["title"], "text": NEW["text"], "retired": False
         }  # fmt: skip
@@ -174,7 +176,9 @@ def test_a_missing_or_wrong_admin_token_is_401(headers):
             _uniform(r, 401, "authorization")
             assert r.headers["www-authenticate"] == "Bearer"
         # checked before the body: an unauthenticated client learns nothing about the body rules
-        _uniform(c.post("/items", content=b"{", headers={**headers, "content-type": "text/plain"}), 401, "authorization")
+        _uniform(
+            c.post("/items", content=b"{", headers={**headers, "content-type": "text/plain"}), 401, "authorization"
+        )
         assert c.get("/health").json() == {"status": "ok", "model": "hashtext", "items": len(TITLES), "retired": 0}
 
 
@@ -385,3 +389,321 @@ def test_check_new_item_is_shared():
     assert check_new_item({"raw_id": "a", "title": "t"}) == NewItem("a", "t", "")
     with pytest.raises(ValueError, match="title: at most 3 characters"):
         check_new_item({"raw_id": "a", "title": "long"}, ItemLimits(max_title_chars=3))
+
+
+# ---------------------------------------------------------------- real uvicorn processes, kill -9, restart
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_fake(overlay_path: str, port: int) -> None:
+    """Entry point of the subprocess below: the fake model behind the same LiveCatalog + app as ``llmrec serve``."""
+    import uvicorn
+
+    overlay = CatalogOverlay.load(overlay_path)
+    overlay.lock()
+    live = LiveCatalog(HashTextRecommender(), overlay)
+    live.restore()
+    app = create_app(live, None, ServeLimits(), access=ServeAccess(admin_token=ADMIN))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def _wait_healthy(proc: subprocess.Popen, port: int) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start within 120 s")
+
+
+def _start(cmd: list[str], port: int, **env: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMREC_SALT": "s", **env}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    _wait_healthy(proc, port)
+    return proc
+
+
+def _kill9(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def _start_fake(overlay: Path, port: int) -> subprocess.Popen:
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_serving_items as t; t.serve_fake(*sys.argv[1:3])"
+    )
+    return _start([sys.executable, "-c", code, str(overlay), str(port)], port)
+
+
+def _post(base: str, path: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{base}{path}", json=body, headers=AUTH, timeout=30)
+
+
+def test_added_items_survive_kill9_of_a_real_server(tmp_path):
+    overlay, port = tmp_path / "catalog_overlay.json", _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start_fake(overlay, port)
+    try:
+        assert _post(base, "/items", NEW).status_code == 201
+        assert _post(base, "/items", {"raw_id": "gone", "title": "violet gloss gone"}).status_code == 201
+        assert httpx.delete(f"{base}/items/gone", headers=AUTH).status_code == 200
+        assert _ids(_post(base, "/recommend", {"history": ["r3"], "k": 2}))[0] == "new-1"
+    finally:
+        _kill9(proc)  # no shutdown hook runs: what was acknowledged must already be on disk
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start_fake(overlay, port)
+    try:
+        assert httpx.get(f"{base}/items/new-1").json()["title"] == NEW["title"]
+        assert httpx.get(f"{base}/items/gone").json()["retired"] is True
+        got = _ids(_post(base, "/recommend", {"history": ["r3"], "k": len(TITLES) + 2}))
+        assert got[0] == "new-1" and "gone" not in got
+        assert _post(base, "/items", NEW).status_code == 409  # the same ids after the restart
+        assert _post(base, "/items", {"raw_id": "n2", "title": "t"}).json()["index"] == len(TITLES) + 2
+    finally:
+        _kill9(proc)
+
+
+@pytest.fixture(scope="module")
+def pop_run(tmp_path_factory):
+    from llmrec.cli import main as cli_main
+    from llmrec.data import PreparedData, save_prepared
+
+    root = tmp_path_factory.mktemp("serve_items")
+    n = 12
+    seqs = [[(u + j) % n for j in range(6)] for u in range(24)]
+    data = PreparedData(Catalog([str(100 + i) for i in range(n)], [f"Movie {i}" for i in range(n)]),
+                        [f"u{u}" for u in range(24)], seqs, {}, {"dataset": "toy"})  # fmt: skip
+    save_prepared(data, root / "data")
+    assert cli_main(["baseline", "pop", "--data", str(root / "data"), "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+def _serve_cmd(run: Path, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "llmrec.cli", "serve", "--run", str(run), "--port", str(port), *extra]
+
+
+def test_llmrec_serve_keeps_the_catalog_across_kill9(pop_run, tmp_path):
+    """`llmrec serve` on a Pop run: --overlay, $LLMREC_ADMIN_TOKEN, the overlay re-applied after a kill -9."""
+    overlay, port = tmp_path / "ov" / "catalog_overlay.json", _free_port()
+    overlay.parent.mkdir()
+    cmd = ["--overlay", str(overlay), "--event_log", str(tmp_path / "ev.sqlite")]
+    proc = _start(_serve_cmd(pop_run, port, *cmd), port, LLMREC_ADMIN_TOKEN=ADMIN)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        everything = {"history": ["100"], "k": 12}
+        assert "105" in _ids(_post(base, "/recommend", everything))
+        assert httpx.delete(f"{base}/items/105", headers=AUTH).status_code == 200
+        r = _post(base, "/items", {"raw_id": "200", "title": "Movie 200"})
+        assert r.status_code == 201 and r.json()["index"] == 12, r.text
+        assert "200" in _ids(_post(base, "/recommend", everything))  # a zero count: last, but recommendable
+        assert _ids(_post(base, "/recommend", {"history": ["200"], "k": 3}))  # and a history may name it
+    finally:
+        _kill9(proc)
+    assert not (pop_run / "catalog_overlay.json").exists()  # --overlay moved it out of the run
+    port = _free_port()
+    proc = _start(_serve_cmd(pop_run, port, *cmd), port)  # no admin token now: read-only, still re-applied
+    base = f"http://127.0.0.1:{port}"
+    try:
+        got = _ids(_post(base, "/recommend", {**everything, "k": 13}))
+        assert "105" not in got and got[-1] == "200" and len(got) == 11  # 13 items, less the history and 105
+        assert httpx.get(f"{base}/items/105").json()["retired"] is True
+        assert httpx.get(f"{base}/items/200").json()["title"] == "Movie 200"
+        assert httpx.get(f"{base}/health").json()["items"] == 13
+        _uniform(httpx.delete(f"{base}/items/104", headers=AUTH), 403, "authorization")
+    finally:
+        _kill9(proc)
+    out = proc.stdout.read().decode()
+    assert "catalog changes disabled" in out and "1 items added, 1 retired" in out, out
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    from llmrec.cli import main as cli_main
+
+    assert cli_main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "llmrec serve:" not in out and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_serve_checks_the_admin_token_and_the_overlay_first(capsys, monkeypatch, pop_run, tmp_path):
+    monkeypatch.delenv("LLMREC_ADMIN_TOKEN", raising=False)
+    port = str(_free_port())
+    err = _one_line_error(capsys, ["serve", "--run", str(tmp_path / "r"), "--admin_token", "short"])
+    assert "admin_token: at least 16 characters" in err
+    monkeypatch.setenv("LLMREC_ADMIN_TOKEN", ADMIN)
+    err = _one_line_error(capsys, ["serve", "--run", str(tmp_path / "r"), "--feedback_token", ADMIN])
+    assert "admin_token: must differ from the feedback token" in err
+    err = _one_line_error(capsys, ["serve", "--run", str(pop_run), "--port", port, "--overlay",
+                                   str(tmp_path / "missing" / "o.json")])  # fmt: skip
+    assert "overlay: cannot write in" in err and "--overlay PATH" in err
+    (tmp_path / "bad.json").write_text("{not json")
+    err = _one_line_error(
+        capsys, ["serve", "--run", str(pop_run), "--port", port, "--overlay", str(tmp_path / "bad.json")]
+    )
+    assert "overlay:" in err and "bad.json" in err
+    err = _one_line_error(capsys, ["serve", "--run", str(tmp_path / "no-run"), "--port", port])
+    assert "run.json is missing" in err  # the run directory is checked before its overlay
+
+
+# ---------------------------------------------------------------- `llmrec recommend --add_items`
+
+
+def _recommend_json(capsys, argv: list[str]) -> list[dict]:
+    from llmrec.cli import main as cli_main
+
+    capsys.readouterr()
+    assert cli_main(["recommend", *argv, "--json", "true"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_recommend_add_items_offline(capsys, monkeypatch, pop_run, tmp_path):
+    import llmrec.recommenders
+    from llmrec.runs import run_catalog
+
+    catalog = run_catalog(pop_run)
+
+    def fake(run, device="cpu"):  # a fresh model per command, as a load from the run directory gives
+        return HashTextRecommender(catalog.titles, raw_ids=catalog.raw_ids)
+
+    monkeypatch.setattr(llmrec.recommenders, "load_recommender", fake)
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        '{"raw_id": "900", "title": "Movie 5 sequel"}\n\n{"raw_id": "901", "title": "Movie 7", "text": "x"}\n'
+    )
+    (out,) = _recommend_json(capsys, ["--run", str(pop_run), "--add_items", str(items), "--history", "105", "-k", "2"])
+    assert [it["id"] for it in out["items"]][0] == "900"
+    (out,) = _recommend_json(capsys, ["--run", str(pop_run), "--add_items", str(items), "--history", "900", "901"])
+    assert out["history"] == ["900", "901"]  # histories may name the added items
+    assert not (pop_run / "catalog_overlay.json").exists()  # offline: nothing written
+
+
+def test_recommend_add_items_with_a_real_pop_run(capsys, pop_run, tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"raw_id": "900", "title": "Movie 5 sequel"}\n')
+    argv = ["--run", str(pop_run), "--add_items", str(items), "--history", "900", "-k", "12"]
+    (out,) = _recommend_json(capsys, argv)
+    assert out["history"] == ["900"] and len(out["items"]) == 12 and "900" not in [it["id"] for it in out["items"]]
+    (out,) = _recommend_json(capsys, [*argv[:-1], "13", "--exclude_seen", "false"])
+    assert out["items"][-1]["id"] == "900"  # Pop gives a new item a zero count
+
+
+def test_recommend_add_items_names_a_model_that_cannot(capsys, monkeypatch, pop_run, tmp_path):
+    import llmrec.recommenders
+    from llmrec.cli import main as cli_main
+    from llmrec.runs import run_catalog
+
+    fixed = FixedRecommender()
+    fixed.catalog = run_catalog(pop_run)
+    monkeypatch.setattr(llmrec.recommenders, "load_recommender", lambda run, device="cpu": fixed)
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"raw_id": "900", "title": "Movie 5 sequel"}\n')
+    capsys.readouterr()
+    assert cli_main(["recommend", "--run", str(pop_run), "--add_items", str(items), "--history", "105"]) == 2
+    err = capsys.readouterr().err
+    assert "add_items: the fixed:run model of" in err and "cannot add items" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- the real models behind the service
+
+
+class HashEncoder:
+    """A text encoder (``llmrec.items.text_models.TextEncoder``'s ``dim`` / ``encode``) from ``_embed``."""
+
+    dim = DIM
+
+    def encode(self, texts, progress=True, desc=""):
+        return torch.stack([_embed(t) for t in texts])
+
+
+@pytest.fixture(scope="module")
+def textknn_run(tmp_path_factory):
+    """A TextKNN run of TITLES whose text embeddings are ``_embed`` (no encoder download)."""
+    import llmrec.items.text as text
+    from llmrec.baselines.config import BaselineConfig
+    from llmrec.baselines.train import train_baseline
+    from llmrec.data import PreparedData, save_prepared
+    from llmrec.items.text import TextEmbeddings, item_texts
+
+    root = tmp_path_factory.mktemp("textknn")
+    n = len(TITLES)
+    seqs = [[(u + j) % n for j in range(5)] for u in range(16)]
+    data = PreparedData(Catalog([f"r{i}" for i in range(n)], TITLES), [f"u{u}" for u in range(16)], seqs)
+    save_prepared(data, root / "data")
+
+    def embeddings(titles, texts, fingerprint, spec, progress=True):
+        return TextEmbeddings(
+            HashEncoder().encode(item_texts(titles, texts)), torch.ones(len(titles), dtype=bool), "h"
+        )
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(text, "item_text_embeddings", embeddings)
+        cfg = BaselineConfig(model="textknn", data=str(root / "data"), output_dir=str(root / "run"), ks=[1],
+                             metric="hr@1", textknn_history=1)  # fmt: skip
+        assert train_baseline(cfg, log=lambda *a: None)["status"] == "done"
+    return root / "run"
+
+
+def test_textknn_recommends_an_item_added_over_http(textknn_run, tmp_path, monkeypatch):
+    import llmrec.items.text_models as text_models
+    from llmrec.recommenders import load_recommender
+
+    monkeypatch.setattr(text_models, "build_encoder", lambda spec: HashEncoder())
+    path = tmp_path / "catalog_overlay.json"
+    with _client(load_recommender(textknn_run), overlay=CatalogOverlay.load(path)) as c:
+        assert c.post("/items", json=NEW, headers=AUTH).status_code == 201
+        assert _ids(c.post("/recommend", json={"history": ["r3"], "k": 2}))[0] == "new-1"
+        assert _ids(c.post("/recommend", json={"history": ["new-1"], "k": 1}))[0] == "r3"
+        assert c.delete("/items/new-1", headers=AUTH).status_code == 200
+        assert "new-1" not in _ids(c.post("/recommend", json={"history": ["r3"], "k": len(TITLES) + 1}))
+    live = LiveCatalog(load_recommender(textknn_run), CatalogOverlay.load(path))  # a restart
+    live.restore()
+    assert live.catalog.raw_ids[-1] == "new-1" and live.is_retired(len(TITLES))
+    assert int(live.score([[3]])[0].argsort(descending=True)[1]) == len(TITLES)  # scored as before the restart
+
+
+@pytest.fixture(scope="module")
+def llm_run(tmp_path_factory):
+    from llmrec.cli import main as cli_main
+    from test_llm_helpers import make_tiny_model_dir, make_toy_data
+
+    root = tmp_path_factory.mktemp("llm")
+    model, data = make_tiny_model_dir(root / "model"), make_toy_data(root / "data")
+    argv = ["train", "--data", str(data), "--model", str(model), "--output_dir", str(root / "run"), "--max_steps", "2",
+            "--num_layers", "2", "--batch_size", "8", "--test_users", "-1", "--progress", "false",
+            "--eval_users", "0"]  # fmt: skip
+    assert cli_main(argv) == 0
+    return root / "run"
+
+
+def test_a_tiny_llm_serves_an_added_item_and_keeps_it_after_a_restart(llm_run, tmp_path):
+    from llmrec.recommenders import load_recommender
+
+    path = tmp_path / "catalog_overlay.json"
+    rec = load_recommender(llm_run)
+    n = len(rec.catalog)
+    with _client(rec, overlay=CatalogOverlay.load(path)) as c:
+        r = c.post("/items", json={"raw_id": "i-new", "title": "violet lip gloss", "text": "a gloss"}, headers=AUTH)
+        assert r.status_code == 201 and r.json()["index"] == n, r.text
+        everything = {"history": ["i-new", "i1"], "k": n + 1, "exclude_seen": False}
+        before = {it["id"]: it["score"] for it in c.post("/recommend", json=everything).json()["items"]}
+        assert set(before) == {*rec.catalog.raw_ids} and len(before) == n + 1
+        assert c.delete("/items/i2", headers=AUTH).status_code == 200
+        assert "i2" not in _ids(c.post("/recommend", json=everything))
+    live = LiveCatalog(load_recommender(llm_run), CatalogOverlay.load(path))  # a restart: a fresh load + overlay
+    live.restore()
+    scores = live.mask(live.score([[n, 1]])[0])
+    assert live.catalog.raw_ids[n] == "i-new" and scores[2] == -math.inf
+    for i, raw in enumerate(live.catalog.raw_ids):
+        if raw != "i2":
+            assert float(scores[i]) == pytest.approx(before[raw], abs=1e-4), raw

@@ -239,8 +239,9 @@ def _serve(cfg: ServeConfig, token: str, admin: str, sock: socket.socket) -> int
     app = create_app(live, log, limits, model_name=run.name, access=access)
     state = overlay.state
     if state.added or state.retired:
-        print(f"llmrec serve: overlay {overlay.path}: {len(state.added)} items added, {len(state.retired)} retired"
-              + (f" ({len(live.skipped)} added items already in the run, skipped)" if live.skipped else ""))  # fmt: skip
+        skipped = f" ({len(live.skipped)} added items already in the run, skipped)" if live.skipped else ""
+        counts = f"{len(state.added)} items added, {len(state.retired)} retired"
+        print(f"llmrec serve: overlay {overlay.path}: {counts}{skipped}")
     auth = "token required" if token else "open"
     changes = "admin token required" if admin else "disabled"
     print(

@@ -16,8 +16,8 @@ Protocol:
 
     In front of the routes: a Host allow-list (``ServeAccess.allowed_hosts``), a body size limit
     (``ServeLimits.max_body_bytes``) and timing for ``/metrics`` (``llmrec.serving.middleware``); ``/feedback`` also
-    has a bearer token and a per-client rate limit, catalog changes the admin token (``llmrec.serving.access``). Every error has the uniform body of
-    ``llmrec.serving.errors``; no bad input gives a 5xx.
+    has a bearer token and a per-client rate limit, catalog changes the admin token (``llmrec.serving.access``).
+    Every error has the uniform body of ``llmrec.serving.errors``; no bad input gives a 5xx.
 """
 
 from __future__ import annotations
@@ -234,7 +234,9 @@ def create_app(
     """
     limits, access = limits or ServeLimits(), access or ServeAccess()
     stats = ServeStats()
-    live = recommender if isinstance(recommender, LiveCatalog) else LiveCatalog(recommender, None, limits.max_added_items)
+    live = recommender
+    if not isinstance(live, LiveCatalog):
+        live = LiveCatalog(recommender, None, limits.max_added_items)
     batcher = MicroBatcher(
         live.score,
         limits.batch_window_ms / 1000,

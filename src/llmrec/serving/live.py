@@ -123,7 +123,9 @@ class LiveCatalog:
         try:
             self.overlay.save(state)
         except OSError as e:
-            raise ApiError(503, None, f"overlay: cannot write {self.overlay.path} ({e.strerror or e}); not changed") from None
+            raise ApiError(
+                503, None, f"overlay: cannot write {self.overlay.path} ({e.strerror or e}); not changed"
+            ) from None
 
     def add(self, item: NewItem, client: str = "") -> int:
         """Add ``item`` (durably, then to the model); its internal id. ``ApiError`` when refused.

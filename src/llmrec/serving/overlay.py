@@ -113,7 +113,12 @@ class OverlayState:
     retired: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "added": [asdict(i) for i in self.added], "retired": self.retired}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "added": [asdict(i) for i in self.added],
+            "retired": self.retired,
+        }
 
 
 def _parse(doc: Any, where: str) -> OverlayState:
