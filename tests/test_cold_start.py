@@ -310,3 +310,58 @@ def test_textknn_options_are_checked(kw, field):
 
     with pytest.raises(ConfigError, match=f"^{field}:"):
         BaselineConfig(data="d", output_dir="o", **kw)
+
+
+# ---------------------------------------------------------------- compare and the benchmark report by target set
+
+
+def test_compare_by_target_set(toy, tmp_path, capsys):
+    from llmrec.commands.evaluate import main as evaluate_main
+
+    runs = []
+    for name in ("pop", "sasrec"):
+        run = tmp_path / name
+        cfg = BaselineConfig(model=name, data=str(toy[1]), output_dir=str(run), ks=[1, 10], hidden_size=8,
+                             num_layers=1, max_len=5, epochs=1, num_threads=1)  # fmt: skip
+        train_baseline(cfg, log=lambda *a: None)
+        assert evaluate_main(["--run", str(run), "--targets", "cold", "--ks", "10", "20"]) == 0
+        runs.append(str(run))
+    capsys.readouterr()
+    out = tmp_path / "cmp"
+    assert cli_main(["compare", *runs, "--targets", "cold", "--out", str(out)]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    n_cold = load_prepared(toy[1]).stats["cold_items"]["test_targets"]
+    assert report["targets"] == "cold" and {r["num_users"] for r in report["runs"]} == {n_cold}
+    assert f"{n_cold} users whose target is a cold item" in (out / "compare.md").read_text()
+    assert all("targets=cold" in r["protocol"] for r in report["runs"])
+    # all users: the training's stored test evaluation, as before
+    assert cli_main(["compare", *runs, "--out", str(tmp_path / "all")]) == 0
+    assert json.loads((tmp_path / "all" / "compare.json").read_text())["runs"][0]["num_users"] == NUM_USERS
+    # warm was never evaluated: a one-line error naming the file and the command that writes it
+    capsys.readouterr()
+    assert cli_main(["compare", *runs, "--targets", "warm", "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "eval_test_warm.json" in err and "--targets warm" in err
+    assert cli_main(["compare", *runs, "--targets", "new", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_benchmark_report_splits_the_test_users_by_target_set(toy):
+    import numpy as np
+
+    from llmrec.benchmark.datasets import Dataset
+    from llmrec.benchmark.render import _target_lines
+    from llmrec.benchmark.report import targets_block
+    from llmrec.evaluation import metrics_from_ranks
+
+    data = load_prepared(toy[1])
+    ranks = {0: np.arange(NUM_USERS) % 7, 1: np.arange(NUM_USERS) % 5}
+    block = targets_block(Dataset("cold", toy[1], data), ranks)
+    cold = np.array([t in data.cold_items for t in data.split("test")[1]])
+    assert block["cold"]["users"] == cold.sum() == data.stats["cold_items"]["test_targets"]
+    assert block["warm"]["users"] == NUM_USERS - cold.sum()
+    expected = np.mean([metrics_from_ranks(r[cold], ks=(10, 20))["ndcg@10"] for r in ranks.values()])
+    assert block["cold"]["test"]["ndcg@10"]["mean"] == pytest.approx(expected)
+    assert len(block["warm"]["test"]["hr@10"]["values"]) == 2
+    assert targets_block(Dataset("warm", toy[0], load_prepared(toy[0])), ranks) is None
+    lines = _target_lines({"models": [{"name": "pop", "targets": block}]})
+    assert any(line.startswith("| pop |") for line in lines) and "cold NDCG@10" in "\n".join(lines)

@@ -243,9 +243,9 @@ def evaluate(
     Protocol: for every user with sequence ``s``, split "valid" uses history ``s[:-2]`` and target ``s[-2]``;
     split "test" uses history ``s[:-1]`` and target ``s[-1]`` (on a cold-start data set the histories without the
     cold items, ``PreparedData.split``). ``score_fn`` scores all ``num_items`` items; the target is ranked against
-    the whole catalog (no sampled negatives): cold items are candidates like any other (an ID model scores them by
-    rows that never saw them as an input or a target). With ``mask_history`` (default) every item of the user's input
-    history except the target itself gets score ``-inf``. Items in ``exclude`` get ``-inf``
+    the whole catalog (no sampled negatives): cold items are candidates like any other (training never saw them:
+    an ID model scores them with the mean warm row, the LLMs from their text, see ``llmrec.llm.coldrows``). With
+    ``mask_history`` (default) every item of the user's input history except the target itself gets score ``-inf``. Items in ``exclude`` get ``-inf``
     for every user. Ties are broken pessimistically: ``rank = #{score > target} + #{other items with score ==
     target}`` (worst case), so constant or degenerate scores cannot look good. Users are processed in batches of
     ``batch_size``, so memory is bounded by one ``[batch_size, num_items]`` block.

@@ -32,6 +32,16 @@ class Recommender(Protocol):
 
 # Optional attribute of a recommender: ``protocol_note: str``, how its scores cover the catalog when they do not
 # rank every item (a semantic-ID beam search); callers pass it to ``llmrec.evaluation.evaluate(protocol_note=...)``.
+#
+# Optional method: ``add_items(raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]``
+# appends the items to ``catalog`` (``Catalog.extended``: an empty, repeated or already known raw id raises
+# ``llmrec.errors.DataError`` and changes nothing), makes ``score`` (and ``generate``, ``num_items``) cover them at
+# once, and returns their new internal ids, consecutive from the old number of items. How a model scores an item
+# it was never trained on: the atomic LLM maps the item's text to rows with the run's text projector
+# (``llmrec.llm.additems``), a semantic-ID LLM gives it a code path from its text (a new trie leaf), TextKNN encodes
+# its text; an ID model cannot know it: SASRec, GRU4Rec and BERT4Rec give it the mean item row, Pop a zero count.
+# A model that cannot add items at all raises ``NotImplementedError`` (e.g. a QLoRA run kept unmerged). The HTTP
+# service (``llmrec.serving``) and ``llmrec recommend --add_items`` call it.
 
 
 def mask_items(

@@ -14,7 +14,8 @@ What a run stores: the unit-norm embeddings ``[N, E]`` and ``last_k`` as buffers
 like Pop's counts (Beauty: 12,101 x 384 float32, 19 MB). A run is thus self-contained: ``recommend`` and
 ``serve`` need neither the text encoder nor its cache, and a later change of the encoder or its cache cannot change
 a trained run's scores. ``fit_data`` computes the embeddings with ``item_text_embeddings``, cached by the data
-fingerprint and the encoder.
+fingerprint and the encoder. An item added later (``add_items``, e.g. through the HTTP service) is encoded with the
+same encoder (``text_encoder_spec``) and scored like every other item, from its text.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ from llmrec.baselines.base import ModelArgs
 
 NO_TEXT_SCORE = -2.0  # below any cosine: items without a text embedding rank last
 DEFAULT_HISTORY = 5
+
+
+def text_encoder_spec(name: str):
+    """The ``EncoderSpec`` of ``--textknn_encoder name`` (``lm``: llmrec's default base LM, every layer)."""
+    from llmrec.items.text_models import EncoderSpec
+    from llmrec.llm.loading import DEFAULT_MODEL, cache_root, load_causal_lm
+
+    return EncoderSpec(name, cache_root(), model=DEFAULT_MODEL if name == "lm" else "",
+                       load_lm=(lambda m: load_causal_lm(m, num_layers=None)) if name == "lm" else None)  # fmt: skip
 
 
 class TextKNN(nn.Module):
@@ -56,13 +66,8 @@ class TextKNN(nn.Module):
         Nothing of the interactions is used: the same catalog gives the same model, cold items or not.
         """
         from llmrec.items.text import item_text_embeddings
-        from llmrec.items.text_models import EncoderSpec
-        from llmrec.llm.loading import DEFAULT_MODEL, cache_root, load_causal_lm
 
-        name = cfg.textknn_encoder
-        # ``lm``: llmrec's default base LM, every layer (as the LLM's --item_text_encoder lm of that model)
-        spec = EncoderSpec(name, cache_root(), model=DEFAULT_MODEL if name == "lm" else "",
-                           load_lm=(lambda m: load_causal_lm(m, num_layers=None)) if name == "lm" else None)  # fmt: skip
+        spec = text_encoder_spec(cfg.textknn_encoder)
         emb = item_text_embeddings(data.catalog.titles, data.catalog.texts, data.fingerprint, spec)
         self.set_embeddings(emb.vectors, cfg.textknn_history)
 
@@ -75,6 +80,17 @@ class TextKNN(nn.Module):
         device = self.vectors.device
         self.vectors = F.normalize(vectors.float(), dim=1).to(device)  # zero rows stay zero
         self.last_k = torch.tensor(int(last_k), dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def add_items(self, vectors: torch.Tensor) -> list[int]:
+        """Append items with text embeddings ``vectors`` [M, E] (a zero row: no text); returns their ids."""
+        if vectors.dim() != 2 or vectors.shape[1] != self.vectors.shape[1]:
+            raise ValueError(f"vectors: expected [M, {self.vectors.shape[1]}], got {tuple(vectors.shape)}")
+        n = self.num_items
+        rows = F.normalize(vectors.float(), dim=1).to(self.vectors.device)
+        self.vectors = torch.cat([self.vectors, rows])
+        self.num_items = self.args.num_items = n + len(rows)
+        return list(range(n, self.num_items))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the embedding width is the encoder's, known only from the saved tensor: take its shape before copying

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from llmrec.baselines import MODELS, ModelArgs
+from llmrec.baselines import MODELS, ModelArgs, TextKNN
 from llmrec.baselines.base import NegativeSampler
 from llmrec.baselines.config import BaselineConfig
 from llmrec.batching import length_bucketed_batches
@@ -40,13 +40,46 @@ BASELINE_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "model.safeten
 
 
 class BaselineRecommender:
-    """A trained baseline as an ``llmrec.inference.Recommender``: its model, the run's catalog and a name."""
+    """A trained baseline as an ``llmrec.inference.Recommender``: its model, the run's catalog and a name.
 
-    def __init__(self, model: torch.nn.Module, catalog: Catalog, name: str):
+    ``add_items`` appends items to the catalog and the model: an ID model (SASRec, GRU4Rec, BERT4Rec) gives each
+    the mean item row (``SequenceModel.add_items``: it has never seen them, so they score like an average item), Pop
+    a zero count, TextKNN the embedding of its text under ``text_encoder`` (the run's ``--textknn_encoder``).
+    """
+
+    def __init__(self, model: torch.nn.Module, catalog: Catalog, name: str, text_encoder: str = "minilm"):
         self.model, self.catalog, self.name = model, catalog, name
+        self.text_encoder = text_encoder
+        self._encoder = None  # TextKNN: loaded on the first add_items, then kept
+
+    @property
+    def num_items(self) -> int:
+        return self.model.num_items
 
     def score(self, histories) -> torch.Tensor:
         return self.model.score([list(h) for h in histories])
+
+    def add_items(self, raw_ids, titles, texts) -> list[int]:
+        """Append items (see the class docstring); returns their ids, consecutive from ``num_items``.
+
+        Raises:
+            DataError: an empty, repeated or known raw id (nothing is changed).
+        """
+        catalog = self.catalog.extended(raw_ids, titles, texts)
+        if len(catalog) == len(self.catalog):
+            return []
+        if isinstance(self.model, TextKNN):
+            from llmrec.baselines.textknn import text_encoder_spec
+            from llmrec.items.text import encode_item_texts
+            from llmrec.items.text_models import build_encoder
+
+            if self._encoder is None:
+                self._encoder = build_encoder(text_encoder_spec(self.text_encoder))
+            ids = self.model.add_items(encode_item_texts(self._encoder, list(titles), list(texts)).vectors)
+        else:
+            ids = self.model.add_items(len(catalog) - len(self.catalog))
+        self.catalog = catalog
+        return ids
 
 
 def build_model(cfg: BaselineConfig, num_items: int) -> torch.nn.Module:
@@ -95,7 +128,9 @@ def load_baseline_run(run_dir: str | os.PathLike, device: str = "cpu") -> Baseli
     catalog = run_catalog(run_dir)
     model = build_model(cfg, len(catalog))
     model.load_state_dict(load_file(str(run_dir / "model.safetensors"), device=device))
-    return BaselineRecommender(model.to(device).eval(), catalog, f"{info['model']}:{run_dir.name}")
+    return BaselineRecommender(
+        model.to(device).eval(), catalog, f"{info['model']}:{run_dir.name}", cfg.textknn_encoder
+    )
 
 
 def resolve_device(name: str) -> str:

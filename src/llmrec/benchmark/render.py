@@ -55,6 +55,24 @@ def _bootstrap_lines(boot: dict | None, metric: str) -> list[str]:
     ]
 
 
+def _target_lines(block: dict) -> list[str]:
+    """Cold-start data: test NDCG@10 / HR@10 of the users whose target is a warm / a cold item, per model."""
+    entries = [e for e in block["models"] if e.get("targets")]
+    if not entries:
+        return []
+    t = entries[0]["targets"]
+    head = ["model"] + [f"{s} {c}" for s in ("warm", "cold") for c in ("NDCG@10", "HR@10")]
+    lines = ["", f"Test by target item (warm: {t['warm']['users']:,} users, cold: {t['cold']['users']:,} users whose "
+             "test target is a cold item, never seen in training):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for e in entries:
+        row = [e["name"]] + [
+            _pm(e["targets"][s]["test"].get(c)) for s in ("warm", "cold") for c in ("ndcg@10", "hr@10")
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def _dataset_lines(block: dict, metric: str) -> list[str]:
     head = ["model", "kind", "trials", "selected (on validation)", f"valid {metric}"]
     head += [f"test {c.upper() if c != 'mrr' else 'MRR'}" for c in COLUMNS] + ["stopped by"]
@@ -71,6 +89,7 @@ def _dataset_lines(block: dict, metric: str) -> list[str]:
         row = [e["name"], e["kind"], _trials(e), _params(e), _pm(e["valid"].get(metric))]
         row += [_pm(e["test"].get(c)) for c in COLUMNS] + [", ".join(stopped)]
         lines.append("| " + " | ".join(row) + " |")
+    lines += _target_lines(block)
     lines += ["", *_bootstrap_lines(block["bootstrap"], metric), ""]
     flagged = [f"{e['name']}/{t}: {why}" for e in block["models"] for t, why in e["flagged"].items()]
     lines.append("Flagged trials (left out of selection): " + ("; ".join(flagged) if flagged else "none") + ".")

@@ -13,6 +13,9 @@ Protocol of the numbers:
       (seed, user) pairs are resampled. Per-user test ranks come from re-evaluating each seed run with the shared
       evaluator (``test_ranks.npy`` in the run directory, reused while the run is unchanged); the report records the
       largest difference between their metrics and the run's stored test metrics.
+    - Cold-start data (``llmrec prepare --cold_items``): each model entry adds ``targets``: for the users whose test
+      target is a warm item and for those whose target is a cold one, their number and the seeds' test metrics
+      (mean ± std), computed from the same per-user test ranks (``targets_block``; the two sets partition the users).
     - Verdict: ``win`` (``loss``) when the bootstrap's 95% interval of the difference lies above (below) 0 AND the
       gap between the seed means exceeds the larger of the two seed standard deviations; else ``tie``.
 """
@@ -137,6 +140,22 @@ def model_entry(suite: Suite, model: ModelSpec, sel: Selection, runs: list[dict]
     }
 
 
+def targets_block(dataset: Dataset, ranks: dict) -> dict | None:
+    """``{"warm"|"cold": {"users": n, "test": {metric: mean ± std over seeds}}}`` from the per-seed test ranks
+    ``ranks`` (seed -> [num_users], data order) of one model; ``None`` on a data set without cold items."""
+    data = dataset.data
+    if not data.cold_items:
+        return None
+    _, targets = data.split("test")
+    cold = np.array([t in data.cold_items for t in targets], dtype=bool)
+    out = {}
+    for name, mask in (("warm", ~cold), ("cold", cold)):
+        per_seed = [metrics_from_ranks(r[mask], ks=(10, 20)) for r in ranks.values()] if mask.any() else []
+        test = {k: _stats([m[k] for m in per_seed]) for k in REPORT_METRICS} if per_seed else {}
+        out[name] = {"users": int(mask.sum()), "test": test}
+    return out
+
+
 def _split_stats(runs: list[dict], split: str) -> dict:
     """Mean ± std over the seed runs of every metric they all have."""
     keys = [k for k in runs[0][split] if all(r[split].get(k) is not None for r in runs)]
@@ -200,6 +219,9 @@ def dataset_block(suite: Suite, dataset: Dataset, models: list[tuple], root: Pat
             gap = max(gap, g)
             protocols[t.key] = evaluation_protocol(read_json(t.run_dir / "metrics.json")["test"])
         entries.append(model_entry(suite, model, sel, runs, num_trials))
+        by_target = targets_block(dataset, ranks[model.name])
+        if by_target is not None:
+            entries[-1]["targets"] = by_target
     first_key, first = next(iter(protocols.items()))
     for key, protocol in protocols.items():
         if protocol != first:

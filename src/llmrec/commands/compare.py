@@ -4,6 +4,10 @@ Reads each run's ``run.json`` and ``metrics.json`` (the ``valid`` or ``test`` en
 evaluator) and writes ``DIR/compare.md`` (Markdown table), ``DIR/compare.json`` and ``DIR/compare.png``.
 Runs are refused, naming both, when they were trained on different data (by fingerprint), evaluated under
 different protocols, or on different users (count or set): their numbers are not comparable.
+
+``--targets warm|cold`` (a data set prepared with ``--cold_items``) compares the users whose target is a warm / a
+cold item instead: each run's ``eval_SPLIT_TARGETS.json``, written by ``llmrec evaluate --run R --split SPLIT
+--targets TARGETS`` (training stores only the evaluation of all users).
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from pathlib import Path
 
 from llmrec.config import ConfigError, parse_config
 from llmrec.errors import DataError
-from llmrec.files import atomic_write_json, atomic_write_text
+from llmrec.files import atomic_write_json, atomic_write_text, read_json
 from llmrec.runs import SPLIT_KEYS, evaluation_protocol, read_metrics, read_run_info
 
 HELP = "Compare run directories on the same data set: Markdown table, JSON and a PNG bar chart."
 COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "coverage@10")
+TARGET_SETS = ("all", "warm", "cold")  # llmrec.evaluation.TARGET_SETS (not imported: it needs torch)
 
 
 @dataclass
@@ -27,23 +32,49 @@ class CompareConfig:
         default="compare", metadata={"help": "Output directory for compare.md/.json/.png.", "aliases": ["--out"]}
     )
     split: str = field(default="test", metadata={"help": "Which stored evaluation to compare: test or valid."})
+    targets: str = field(
+        default="all",
+        metadata={
+            "help": "Users compared: 'all', or those whose target is a 'warm' or a 'cold' item (a data set "
+            "prepared with --cold_items; reads eval_SPLIT_TARGETS.json from `llmrec evaluate --targets`)."
+        },
+    )
 
     def __post_init__(self):
         if len(self.runs) < 1:
             raise ConfigError("runs: give at least one run directory")
         if self.split not in SPLIT_KEYS:
             raise ConfigError(f"split: expected one of {SPLIT_KEYS}, got {self.split!r}")
+        if self.targets not in TARGET_SETS:
+            raise ConfigError(f"targets: expected one of {TARGET_SETS}, got {self.targets!r}")
 
 
-def _row(run_dir: Path, split: str) -> dict:
-    info, metrics = read_run_info(run_dir), read_metrics(run_dir)
+def _stored(run_dir: Path, split: str, targets: str) -> tuple[dict, dict, Path]:
+    """``(metrics.json, the evaluation result compared, its file)`` of a run."""
+    metrics = read_metrics(run_dir)
     where = run_dir / "metrics.json"
     if not isinstance(metrics, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(metrics).__name__}")
-    result = metrics.get(split)
-    if not result:
-        raise ConfigError(f"{where}: no '{split}' evaluation stored (run `llmrec evaluate --run "
-                          f"{run_dir} --split {split}`)")  # fmt: skip
+    hint = f"run `llmrec evaluate --run {run_dir} --split {split}" + (
+        f" --targets {targets}`" if targets != "all" else "`"
+    )
+    if targets == "all":
+        result = metrics.get(split)
+        if not result:
+            raise ConfigError(f"{where}: no '{split}' evaluation stored ({hint})")
+        return metrics, result, where
+    where = run_dir / f"eval_{split}_{targets}.json"
+    if not where.is_file():
+        raise ConfigError(f"{where}: no '{split}' evaluation of the {targets}-target users stored ({hint})")
+    result = read_json(where)
+    if not isinstance(result, dict) or result.get("targets") != targets:
+        raise DataError(f"{where}: not an evaluation of the {targets}-target users (no 'targets': {targets!r})")
+    return metrics, result, where
+
+
+def _row(run_dir: Path, split: str, targets: str = "all") -> dict:
+    info = read_run_info(run_dir)
+    metrics, result, where = _stored(run_dir, split, targets)
     if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
         raise DataError(f"{where}: '{split}' has no 'metrics' object (not written by the llmrec evaluator)")
     data = info.get("data")
@@ -70,9 +101,9 @@ def _refuse_mixed(rows: list[dict], key, what: str) -> None:
             raise ConfigError(f"{first['run']} and {r['run']} {what}: {key(first)} vs {key(r)}")
 
 
-def collect(run_dirs: list[str], split: str = "test") -> list[dict]:
+def collect(run_dirs: list[str], split: str = "test", targets: str = "all") -> list[dict]:
     """One row per run; refuses runs that are not comparable (see the module docstring)."""
-    rows = [_row(Path(d), split) for d in run_dirs]
+    rows = [_row(Path(d), split, targets) for d in run_dirs]
     _refuse_mixed(rows, lambda r: f"{r['data']['name']} ({r['data']['fingerprint'][:12]})",
                   "were trained on different prepared data sets")  # fmt: skip
     _refuse_mixed(rows, lambda r: r["protocol"], "were evaluated under different protocols")
@@ -81,12 +112,13 @@ def collect(run_dirs: list[str], split: str = "test") -> list[dict]:
     return rows
 
 
-def to_markdown(rows: list[dict], split: str) -> str:
+def to_markdown(rows: list[dict], split: str, targets: str = "all") -> str:
     head = ["model", "run", *COLUMNS, "train time (s)"]
     data = rows[0]["data"]
+    who = "users" if targets == "all" else f"users whose target is a {targets} item"
     lines = [
         f"Data: {data['name']} ({data['users']} users, {data['items']} items, fingerprint {data['fingerprint'][:12]}). "
-        f"Split: {split}, {rows[0]['num_users']} users evaluated. Protocol: {rows[0]['protocol']}.",
+        f"Split: {split}, {rows[0]['num_users']} {who} evaluated. Protocol: {rows[0]['protocol']}.",
         "",
     ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -131,12 +163,12 @@ def main(argv: list[str]) -> int:
     if runs:
         argv = ["--runs", *runs, *argv]
     cfg = parse_config(CompareConfig, argv, prog="llmrec compare", description=HELP)
-    rows = collect(cfg.runs, cfg.split)
+    rows = collect(cfg.runs, cfg.split, cfg.targets)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(rows, cfg.split)
+    md = to_markdown(rows, cfg.split, cfg.targets)
     atomic_write_text(out / "compare.md", md)
-    atomic_write_json(out / "compare.json", {"split": cfg.split, "runs": rows})
+    atomic_write_json(out / "compare.json", {"split": cfg.split, "targets": cfg.targets, "runs": rows})
     plot(rows, out / "compare.png")
     print(md)
     print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}")

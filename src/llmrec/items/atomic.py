@@ -81,6 +81,26 @@ def add_item_tokens(tokenizer, num_items: int) -> ItemVocab:
     return find_item_vocab(tokenizer, num_items) if num_items else ItemVocab(first, 0)
 
 
+def extend_item_tokens(tokenizer, vocab: ItemVocab, count: int) -> ItemVocab:
+    """Add the item tokens of ``count`` new items right after ``vocab``'s (``add_items``); returns the new vocab.
+
+    Raises:
+        ValueError: other tokens follow the item tokens, so the new ones could not be contiguous with them.
+    """
+    from tokenizers import AddedToken
+
+    if len(tokenizer) != vocab.end_id:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, its item tokens end at {vocab.end_id}: new item "
+                         "tokens would not be contiguous")  # fmt: skip
+    tokens = [
+        AddedToken(item_token(i), special=True, normalized=False, single_word=False, lstrip=False, rstrip=False)
+        for i in range(vocab.num_items, vocab.num_items + count)
+    ]
+    if tokenizer.add_tokens(tokens, special_tokens=True) != count:
+        raise ValueError(f"expected to add {count} item tokens")
+    return find_item_vocab(tokenizer, vocab.num_items + count)
+
+
 def resize_for_items(model, vocab: ItemVocab) -> None:
     """Grow the (input and output) embedding matrices so that every item token has a row."""
     rows = model.get_input_embeddings().weight.shape[0]

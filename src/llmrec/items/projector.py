@@ -162,7 +162,8 @@ def load_projector(run_dir: str | os.PathLike) -> TextProjector | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            names = list(f.keys())  # a safetensors handle, not a dict
+            tensors = {k: f.get_tensor(k) for k in names}
         fit = json.loads(meta.get("fit", "{}"))
         maps = {}
         for name in sorted({k.split(".", 1)[0] for k in tensors}):

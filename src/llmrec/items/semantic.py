@@ -30,9 +30,10 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,6 +114,7 @@ def rq_kmeans(
     n_init: int = 3,
     max_iter: int = 300,
     extra_codes: int = 0,
+    estimator: Callable[[int, int], Any] | None = None,
 ) -> SemanticIds:
     """RQ-KMeans code paths of ``embeddings`` [N, d], with a disambiguation level (see the module docstring).
 
@@ -124,6 +126,10 @@ def rq_kmeans(
         n_init: k-means restarts per level (the best inertia is kept).
         max_iter: Lloyd iterations per restart.
         extra_codes: values of the disambiguation level reserved for items added later.
+        estimator: ``(n_clusters, random_state) -> `` an unfitted scikit-learn-style clusterer (``fit``,
+            ``cluster_centers_``, ``labels_``) for each level, e.g. ``MiniBatchKMeans`` for million-item catalogs,
+            where exact KMeans takes hours on a CPU (``n_init`` and ``max_iter`` are then the estimator's own).
+            ``None``: ``KMeans(n_clusters, n_init=n_init, max_iter=max_iter, random_state=random_state)``.
 
     Returns:
         ``SemanticIds``.
@@ -138,7 +144,11 @@ def rq_kmeans(
     columns, centroids = [], []
     for level in range(levels):
         k = min(codes, len(np.unique(residual, axis=0)))
-        km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed + level).fit(residual)
+        if estimator is None:
+            km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed + level)
+        else:
+            km = estimator(k, seed + level)
+        km = km.fit(residual)
         centres = km.cluster_centers_.astype(np.float32)
         labels = km.labels_.astype(np.int32)
         columns.append(labels)

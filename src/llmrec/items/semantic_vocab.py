@@ -140,6 +140,30 @@ def add_sid_tokens(tokenizer, level_sizes: Sequence[int]) -> SemanticVocab:
     return find_sid_vocab(tokenizer, level_sizes)
 
 
+def extend_last_level(tokenizer, vocab: SemanticVocab, size: int) -> SemanticVocab:
+    """Grow the last level (the disambiguation level, the last block of code tokens) to ``size`` values by adding
+    its missing code tokens at the end of the tokenizer (``add_items``); returns the new vocab.
+
+    Raises:
+        ValueError: other tokens follow the code tokens, so the new ones could not be contiguous with them.
+    """
+    from tokenizers import AddedToken
+
+    last, old = vocab.num_levels - 1, vocab.level_sizes[-1]
+    if size <= old:
+        return vocab
+    if len(tokenizer) != vocab.end_id:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, its code tokens end at {vocab.end_id}: new code "
+                         "tokens would not be contiguous")  # fmt: skip
+    tokens = [
+        AddedToken(sid_token(last, c), special=True, normalized=False, single_word=False, lstrip=False, rstrip=False)
+        for c in range(old, size)
+    ]
+    if tokenizer.add_tokens(tokens, special_tokens=True) != size - old:
+        raise ValueError(f"expected to add {size - old} code tokens")
+    return find_sid_vocab(tokenizer, (*vocab.level_sizes[:-1], size))
+
+
 def centroid_map(centroids: np.ndarray | torch.Tensor, hidden: int, seed: int = 0) -> torch.Tensor:
     """``[k, hidden]``: centroids [k, d] mean-centred and carried into ``hidden`` dimensions, distances kept.
 

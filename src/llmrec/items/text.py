@@ -195,6 +195,20 @@ def item_text_embeddings(
     return TextEmbeddings(vectors, has, meta["encoder"], meta["model"])
 
 
+def encode_item_texts(encoder, titles: Sequence[str], texts: Sequence[str] | None = None) -> TextEmbeddings:
+    """Text embeddings of items outside a cached catalog (``add_items``), with a loaded encoder
+    (``llmrec.items.text_models.build_encoder``): the same ``item_text`` rule and pooling as
+    ``item_text_embeddings``; an item with an empty text gets a zero vector and ``has`` False."""
+    joined = item_texts(titles, texts)
+    idx = [i for i, t in enumerate(joined) if t]
+    vectors = torch.zeros(len(joined), encoder.dim, dtype=torch.float32)
+    has = torch.zeros(len(joined), dtype=torch.bool)
+    if idx:
+        vectors[idx] = encoder.encode([joined[i] for i in idx], progress=False)
+        has[idx] = True
+    return TextEmbeddings(vectors, has, "", "")
+
+
 # --- text embeddings -> rows -------------------------------------------------------------------------------------
 
 

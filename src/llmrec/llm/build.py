@@ -55,8 +55,9 @@ class BuiltModel:
 
 def fits_text_projector(cfg: TrainConfig, data: PreparedData) -> bool:
     """Whether the run fits the ridge text projector (``llmrec.items.projector``): atomic item tokens on a data set
-    with cold items, whose rows it writes (``llmrec.llm.coldrows``)."""
-    return cfg.item_ids == "atomic" and bool(data.cold_items)
+    with cold items, whose rows it writes (``llmrec.llm.coldrows``), or with ``--text_projector`` (for items added
+    after training)."""
+    return cfg.item_ids == "atomic" and (bool(data.cold_items) or cfg.text_projector)
 
 
 def effective_cf_dim(cfg: TrainConfig, num_items: int) -> int:
@@ -70,8 +71,13 @@ def effective_cf_dim(cfg: TrainConfig, num_items: int) -> int:
 def text_encoder_spec(cfg: TrainConfig) -> EncoderSpec:
     """The item text encoder of ``cfg`` (``--item_text_encoder``): the llmrec cache, and for ``lm`` the full
     ``--model`` (every layer, whatever ``--num_layers`` keeps for training; float32)."""
-    load = partial(load_causal_lm, num_layers=None, trust_remote_code=cfg.trust_remote_code)
-    return EncoderSpec(cfg.item_text_encoder, cache_root(), model=cfg.model, load_lm=load)
+    return encoder_spec(cfg.item_text_encoder, cfg.model, cfg.trust_remote_code)
+
+
+def encoder_spec(name: str, model: str, trust_remote_code: bool = False) -> EncoderSpec:
+    """``text_encoder_spec`` from its three settings (e.g. a run's config.yaml values)."""
+    load = partial(load_causal_lm, num_layers=None, trust_remote_code=trust_remote_code)
+    return EncoderSpec(name, cache_root(), model=model, load_lm=load)
 
 
 def item_text_embeddings_for(cfg: TrainConfig, data: PreparedData) -> TextEmbeddings:
@@ -93,8 +99,12 @@ def sid_embeddings(cfg: TrainConfig, data: PreparedData) -> tuple[np.ndarray, in
     return concat_embeddings([text, factors.numpy()], [1.0, cfg.sid_cf_weight]), dim
 
 
-def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
+def build_model(cfg: TrainConfig, data: PreparedData, sids: SemanticIds | None = None) -> BuiltModel:
     """The model of ``cfg`` for ``data``; every base weight frozen but the LoRA matrices and the item rows.
+
+    Args:
+        sids: ``--item_ids semantic`` only: the catalog's code paths, computed by the caller (e.g. ``rq_kmeans``
+            with another ``estimator``); ``None``: ``rq_kmeans_warm`` of ``sid_embeddings``.
 
     Raises:
         ModelLoadError, LoraTargetError, PromptError, ValueError: the model, LoRA targets, template or
@@ -105,8 +115,11 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> BuiltModel:
     semantic = cfg.item_ids == "semantic"
     needs_text = not semantic and (cfg.item_init == "text" or fits_text_projector(cfg, data))
     text = item_text_embeddings_for(cfg, data) if needs_text else None
-    sids, cf_dim = None, 0
-    if semantic:  # fitted on the warm items, the cold ones coded afterwards (the same as before without cold items)
+    if sids is not None and (not semantic or sids.num_items != data.num_items):
+        raise ValueError(f"sids: precomputed semantic ids need item_ids semantic and {data.num_items} items, got "
+                         f"item_ids {cfg.item_ids!r} and {sids.num_items} items")  # fmt: skip
+    cf_dim = 0
+    if semantic and sids is None:  # fitted on the warm items, the cold ones coded afterwards (as without cold items)
         emb, cf_dim = sid_embeddings(cfg, data)
         sids = rq_kmeans_warm(emb, data.cold_items, extra_codes=cfg.sid_extra_codes, levels=cfg.sid_levels,
                               codes=cfg.sid_codes, seed=cfg.seed)  # fmt: skip

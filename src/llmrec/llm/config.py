@@ -79,6 +79,15 @@ class TrainConfig:
             "squares onto the title rows, cross-fitted)."
         },
     )
+    text_projector: bool = field(
+        default=False,
+        metadata={
+            "help": "Atomic item tokens: also fit and save the ridge text projector (text_projector.safetensors, "
+            "from --item_text_encoder embeddings to the trained item rows) on a data set without cold items, so "
+            "items added later (serve, recommend --add_items) get rows from their text instead of the mean row. "
+            "Always on with cold items (--cold_items), whose rows it writes."
+        },
+    )
     item_ids: str = field(
         default="atomic",
         metadata={
@@ -255,5 +264,7 @@ class TrainConfig:
             raise ConfigError(
                 f"beam_width: must be >= {MAX_EVAL_K} (the largest K the evaluator reports), got {self.beam_width}"
             )
+        if self.item_ids == "semantic" and self.text_projector:
+            raise ConfigError("text_projector: atomic item tokens only (semantic IDs code new items from their text)")
         if self.item_ids == "semantic" and self.sid_embeddings == "text+cf" and self.item_cf_dim < 1:
             raise ConfigError("item_cf_dim: --sid_embeddings text+cf needs co-occurrence factors (item_cf_dim >= 1)")

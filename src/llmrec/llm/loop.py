@@ -36,6 +36,7 @@ from llmrec.config import ConfigError, save_config
 from llmrec.data import PreparedData, load_prepared
 from llmrec.evaluation import evaluate
 from llmrec.items.projector import save_projector
+from llmrec.items.semantic import SemanticIds
 from llmrec.llm.build import BuiltModel, build_model, fits_text_projector
 from llmrec.llm.checkpoint import load_checkpoint, save_adapter, save_checkpoint
 from llmrec.llm.coldrows import project_cold_rows
@@ -244,15 +245,18 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return acc
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train per ``cfg`` and write the run directory. Returns the ``metrics.json`` content (on every process)."""
+def train(cfg: TrainConfig, sids: SemanticIds | None = None) -> dict:
+    """Train per ``cfg`` and write the run directory. Returns the ``metrics.json`` content (on every process).
+
+    ``sids``: precomputed semantic IDs for ``--item_ids semantic`` (see ``build_model``); ``None``: from ``cfg``.
+    """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg)
     set_seed(cfg.seed)
     plan = plan_train_dir(cfg)  # a refused run directory fails before anything loads
     data = load_prepared(cfg.data)  # every input is checked before the run directory is touched
-    built = build_model(cfg, data)
+    built = build_model(cfg, data, sids=sids)
     resume = apply_plan(cfg, acc, plan)
     result = Trainer(cfg, acc, data, built, resume).run()
     acc.end_training()

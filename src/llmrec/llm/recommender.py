@@ -5,6 +5,7 @@ rec.catalog                                   # the run's own Catalog (run_dir/c
 rec.score(histories) -> Tensor [B, N]         # float32 CPU, higher = more likely next; internal item ids
 rec.score_text(prompts) -> Tensor [B, N]      # ready-made prompt strings (item tokens as <|item_i|>)
 rec.generate(history, k) -> list[int]         # constrained beam search; the same top k as ``score``
+rec.add_items(raw_ids, titles, texts) -> ids  # new items, scored at once (``llmrec.llm.additems``)
 
 A semantic-ID run (``item_ids: semantic`` in its config.yaml) loads as a ``SemanticLLMRecommender``: the same
 interface, but ``score`` is a beam search of width ``beam_width`` over the catalog's code trie
@@ -27,8 +28,10 @@ from llmrec.config import check_yaml_values, load_yaml
 from llmrec.data import Catalog, DataError
 from llmrec.decoding import beam_score_matrix, generate_items, generate_items_by_codes
 from llmrec.items.atomic import find_item_vocab, resize_for_items
+from llmrec.items.projector import load_projector
 from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids
 from llmrec.items.semantic_vocab import find_sid_vocab
+from llmrec.llm.additems import NewItemText, add_atomic_items, add_semantic_items
 from llmrec.llm.beam import beam_search_codes
 from llmrec.llm.config import ITEM_IDS, TrainConfig
 from llmrec.llm.loading import load_causal_lm, load_tokenizer
@@ -62,6 +65,8 @@ class LLMRecommender:
         # an empty prompt (empty history, template without prefix) starts from BOS, or EOS, never from padding
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.start_id = start if start is not None else self.pad_id
+        self.item_text: NewItemText | None = None  # how add_items embeds a new item's text (load_llm_run sets it)
+        self.projector = None  # the run's text projector (text_projector.safetensors), if it has one
 
     @property
     def num_items(self) -> int:
@@ -69,6 +74,18 @@ class LLMRecommender:
 
     def _prompt(self, history: Sequence[int]) -> list[int]:
         return self.encoder.encode(history) or [self.start_id]
+
+    def add_items(self, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
+        """Append items to ``catalog`` and score them at once; returns their ids (``num_items`` on).
+
+        Each gets a new item token whose rows come from its text through the run's text projector (the mean item
+        row without one); see ``llmrec.llm.additems``.
+
+        Raises:
+            DataError: an empty, repeated or known raw id (nothing is changed).
+            NotImplementedError: the model is loaded unmerged (QLoRA).
+        """
+        return add_atomic_items(self, raw_ids, titles, texts)
 
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Scores of every item as the next one after each history: ``[B, N]`` float32 on CPU (no masking).
@@ -121,6 +138,14 @@ class SemanticLLMRecommender(LLMRecommender):
                  batch_size: int = 64, name: str = "llm", exclude_history: bool = False):  # fmt: skip
         super().__init__(item_lm, encoder, tokenizer, catalog, batch_size=batch_size, name=name)
         self.trie, self.beam_width, self.exclude_history = trie, beam_width, exclude_history
+        self.sids = None  # the run's SemanticIds (codes and centroids), for add_items (load_llm_run sets them)
+
+    def add_items(self, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
+        """Append items to ``catalog`` with code paths from their text (new trie leaves); returns their ids.
+
+        See ``llmrec.llm.additems``. Raises as ``LLMRecommender.add_items``.
+        """
+        return add_semantic_items(self, raw_ids, titles, texts)
 
     @property
     def num_items(self) -> int:
@@ -246,4 +271,12 @@ def load_llm_run(
     name = f"{info.get('model', 'llm')}:{run.name}"
     trie = CodeTrie(sids.codes, sids.level_sizes) if semantic else None
     width = beam_width or cfg.get("beam_width", 50)
-    return make_recommender(item_lm, encoder, tokenizer, catalog, batch_size, name, trie=trie, beam_width=width)
+    rec = make_recommender(item_lm, encoder, tokenizer, catalog, batch_size, name, trie=trie, beam_width=width)
+    cf_dim = cfg.get("item_cf_dim", 0) if semantic and cfg.get("sid_embeddings", "text") == "text+cf" else 0
+    encoder, remote = cfg.get("item_text_encoder", "minilm"), cfg.get("trust_remote_code", False)
+    rec.item_text = NewItemText(encoder, cfg["model"], remote, cf_dim, cfg.get("sid_cf_weight", 1.0))
+    if semantic:
+        rec.sids = sids
+    else:
+        rec.projector = load_projector(run)
+    return rec

@@ -1,0 +1,133 @@
+"""``add_items`` of the LLM recommenders: items appended to a trained run's catalog, scored at once, no retraining.
+
+Atomic item tokens (``add_atomic_items``): each new item gets a new item token ``<|item_{N+j}|>`` (the tokenizer and
+the embedding matrices grow by one row per item, and an untied head's too) whose rows are the run's text projector
+(``text_projector.safetensors``, ``llmrec.items.projector``) applied to the item's text embedding under the run's
+``--item_text_encoder``, exactly as the cold-start items of a ``--cold_items`` run got theirs. A run without a
+projector (trained on a data set without cold items) gives a new item the mean of the item rows instead: the
+honest fallback of an ID model, it scores like an average item.
+
+Semantic IDs (``add_semantic_items``): each new item gets a code path from its text embedding (``assign_codes``
+against the run's centroids: the nearest centroid of each level's residual, and a free value of the disambiguation
+level); when that level needs more values than it has, its missing code tokens are added, with the mean row of the
+level's existing tokens. The trie is rebuilt with the new leaves. For ``--sid_embeddings text+cf`` a new item has no
+interactions: its co-occurrence block is zero.
+
+Either needs a merged model (the default of ``load_llm_run``); a QLoRA run (4-bit, kept unmerged) raises
+``NotImplementedError``. The catalog check (``Catalog.extended``: an empty, repeated or known raw id raises
+``DataError``) and the text encoding run before anything changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from llmrec.items.atomic import extend_item_tokens, resize_for_items
+from llmrec.items.semantic import SemanticIds, assign_codes, concat_embeddings
+from llmrec.items.semantic_vocab import extend_last_level
+from llmrec.items.text import TextEmbeddings, encode_item_texts
+from llmrec.items.text_models import build_encoder
+from llmrec.llm.build import encoder_spec
+from llmrec.llm.coldrows import row_sets
+from llmrec.prompts import PromptEncoder
+from llmrec.trie import CodeTrie
+
+
+@dataclass
+class NewItemText:
+    """How a run embeds the text of an item added after training (its config.yaml settings).
+
+    The encoder is loaded on first use and kept (an ``lm`` encoder is the full base model).
+    """
+
+    encoder: str  # --item_text_encoder
+    model: str  # --model (what the `lm` encoder loads)
+    trust_remote_code: bool = False
+    cf_dim: int = 0  # semantic IDs with --sid_embeddings text+cf: the co-occurrence block (zero for a new item)
+    cf_weight: float = 1.0
+    _loaded: object = field(default=None, repr=False)
+
+    def embed(self, titles: Sequence[str], texts: Sequence[str]) -> TextEmbeddings:
+        if self._loaded is None:
+            self._loaded = build_encoder(encoder_spec(self.encoder, self.model, self.trust_remote_code))
+        return encode_item_texts(self._loaded, titles, texts)
+
+
+def _check_mergeable(rec) -> None:
+    if hasattr(rec.item_lm.lm, "peft_config"):
+        raise NotImplementedError("adding items needs the merged model; this run is loaded unmerged (QLoRA)")
+
+
+def _encoder(rec, vocab, catalog, codes=None) -> PromptEncoder:
+    e = rec.encoder
+    return PromptEncoder(e.template, e.tokenizer, vocab, catalog, e.max_items, e.max_tokens, codes)
+
+
+@torch.no_grad()
+def add_atomic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
+    """``LLMRecommender.add_items`` (see the module docstring); returns the new internal ids."""
+    catalog = rec.catalog.extended(raw_ids, titles, texts)
+    n, m = len(rec.catalog), len(catalog) - len(rec.catalog)
+    if not m:
+        return []
+    _check_mergeable(rec)
+    item_lm, projector = rec.item_lm, rec.projector
+    new = {name: rows.detach().float().mean(0, keepdim=True).expand(m, -1) for name, rows in row_sets(item_lm).items()}
+    if projector is not None:
+        emb = rec.item_text.embed(list(titles), list(texts))
+        if emb.dim != projector.dim:
+            raise ValueError(f"text embeddings of width {emb.dim}; the run's text projector expects {projector.dim}")
+        new.update({name: projector.maps[name].rows(emb.vectors, emb.has) for name in new if name in projector.maps})
+    vocab = extend_item_tokens(rec.tokenizer, item_lm.vocab, m)
+    resize_for_items(item_lm.lm, vocab)
+    item_lm.vocab = vocab
+    for name, rows in row_sets(item_lm).items():
+        rows[n:] = new[name].to(device=rows.device, dtype=rows.dtype)
+    rec.encoder, rec.catalog = _encoder(rec, vocab, catalog), catalog
+    return list(range(n, n + m))
+
+
+def new_codes(rec, titles: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """``[M, L]`` collision-free code paths of new items from their text (see the module docstring)."""
+    sids: SemanticIds = rec.sids
+    emb = rec.item_text.embed(list(titles), list(texts)).vectors.numpy()
+    if rec.item_text.cf_dim:
+        emb = concat_embeddings([emb, np.zeros((len(emb), rec.item_text.cf_dim), np.float32)],
+                                [1.0, rec.item_text.cf_weight])  # fmt: skip
+    if emb.shape[1] != sids.centroids[0].shape[1]:
+        raise ValueError(
+            f"item embeddings of width {emb.shape[1]}; the run's centroids have {sids.centroids[0].shape[1]}"
+        )
+    return assign_codes(emb, sids.centroids, sids.codes, None)
+
+
+@torch.no_grad()
+def add_semantic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
+    """``SemanticLLMRecommender.add_items`` (see the module docstring); returns the new internal ids."""
+    catalog = rec.catalog.extended(raw_ids, titles, texts)
+    n, m = len(rec.catalog), len(catalog) - len(rec.catalog)
+    if not m:
+        return []
+    _check_mergeable(rec)
+    if rec.sids is None or rec.item_text is None:
+        raise NotImplementedError(
+            "this recommender has no centroids or text encoder settings (load it with load_llm_run)"
+        )
+    codes = new_codes(rec, titles, texts)
+    item_lm, old = rec.item_lm, rec.item_lm.vocab
+    size = max(old.level_sizes[-1], int(codes[:, -1].max()) + 1)
+    vocab = extend_last_level(rec.tokenizer, old, size)
+    if vocab != old:  # new values of the disambiguation level: the mean row of the level's existing tokens
+        resize_for_items(item_lm.lm, vocab)
+        item_lm.vocab = vocab
+        start, end = (i - vocab.first_id for i in old.level_range(old.num_levels - 1))
+        for rows in row_sets(item_lm).values():
+            rows[end:] = rows[start:end].mean(0)
+    sids = SemanticIds(np.concatenate([rec.sids.codes, codes]), vocab.level_sizes, rec.sids.centroids)
+    rec.trie, rec.sids = CodeTrie(sids.codes, sids.level_sizes), sids
+    rec.encoder, rec.catalog = _encoder(rec, vocab, catalog, sids.codes), catalog
+    return list(range(n, n + m))
