@@ -80,6 +80,10 @@ def test_smoke_suite_runs_end_to_end_with_mean_std_and_bootstrap(smoke, direct):
         assert e["seeds"][0]["run"] == f"trials/toy/{e['name']}/{e['selected']['trial']}"  # seed 0 = the trial
         stat = e["test"]["ndcg@10"]
         assert stat["mean"] == pytest.approx(np.mean(stat["values"]))
+        for seed in e["seeds"]:  # f1@K = 2 hr@K / (K + 1) with one target; auc of the full catalog
+            assert seed["test"]["f1@10"] == pytest.approx(2 * seed["test"]["hr@10"] / 11)
+            assert 0 <= seed["test"]["auc"] <= 1
+        assert e["test"]["auc"]["mean"] == pytest.approx(np.mean([r["test"]["auc"] for r in e["seeds"]]))
         assert stat["std"] == pytest.approx(np.std(stat["values"], ddof=1))
         ranks = np.load(out / e["seeds"][1]["run"] / "test_ranks.npy")
         assert ranks.shape == (48,)
@@ -92,7 +96,7 @@ def test_smoke_suite_runs_end_to_end_with_mean_std_and_bootstrap(smoke, direct):
     assert {"cpu", "cores", "gpus"} <= set(report["provenance"]["machine"])
     assert {"date", "llmrec_version", "git_commit"} <= set(report["provenance"])
     md = (out / "report.md").read_text()
-    assert "±" in md and "Best LLM vs best baseline" in md and "pessimistic" in md
+    assert "±" in md and "Best LLM vs best baseline" in md and "pessimistic" in md and "test AUC" in md
 
 
 def test_second_invocation_skips_finished_trials(smoke, direct):

@@ -2,6 +2,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmrec.data import Catalog, PreparedData
 from llmrec.evaluation import evaluate, metrics_from_ranks, metrics_from_scores, pessimistic_ranks
@@ -28,6 +30,23 @@ def test_metrics_from_ranks_match_hand_computation():
     assert m["ndcg@5"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
     assert m["precision@5"] == pytest.approx(2 / 3 / 5)
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 16) / 3)
+    # one target per user: P@K = hit / K, R@K = hit, F1 = 2PR / (P + R) = 2 / (K + 1) on a hit
+    assert m["f1@1"] == pytest.approx((2 / 2) / 3)
+    assert m["f1@5"] == pytest.approx((2 / 6 + 2 / 6) / 3)
+    assert m["f1@10"] == pytest.approx(2 * m["hr@10"] / 11)
+    assert "auc" not in m  # needs the number of candidates
+    auc = metrics_from_ranks([0, 2, 15, 40], ks=(1,), num_candidates=[20, 20, 20, 20])["auc"]
+    assert auc == pytest.approx((1 + 17 / 19 + 4 / 19 + 0) / 4)  # rank 40 > 19 candidates: the last of them
+    assert metrics_from_ranks([0, 2], ks=(1,), num_candidates=[1, 3])["auc"] == pytest.approx((1 + 0) / 2)
+
+
+def test_metrics_from_scores_auc_counts_minus_inf_as_masked_by_default():
+    scores = torch.tensor([[0.9, 0.1, -math.inf, 0.2, 0.2], [0.0, 0.0, 0.0, -math.inf, 0.0]])
+    m = metrics_from_scores(scores, [3, 3], ks=(1,))
+    # user 0: 4 candidates, negatives 0 (above), 1 (below), 4 (tie: above) -> 1/3; user 1: its target is masked -> 0
+    assert m["auc"] == pytest.approx((1 / 3 + 0) / 2)
+    # told all 5 items are candidates, item 2 (-inf) is one more negative below user 0's target
+    assert metrics_from_scores(scores, [3, 3], ks=(1,), num_candidates=[5, 5])["auc"] == pytest.approx((2 / 4) / 2)
 
 
 def test_metrics_from_scores_coverage_and_popularity():
@@ -117,3 +136,43 @@ def test_paired_bootstrap_interval_and_p_value():
     assert noisy["hr@10"]["low"] < 0 < noisy["hr@10"]["high"]
     with pytest.raises(ValueError, match="equally long"):
         paired_bootstrap(a, a[:-1])
+
+
+def _brute_force(sequences, raw, num_items, exclude, mask_history, k):
+    """Mean AUC and F1@k from the definitions: candidates, pessimistic ties, precision and recall of the top k."""
+    aucs, f1s = [], []
+    for seq, row in zip(sequences, raw):
+        hist, t = seq[:-1], seq[-1]
+        masked = ((set(hist) if mask_history else set()) | set(exclude)) - {t}
+        score = [-math.inf if j in masked or (j == t and t in exclude) else row[j] for j in range(num_items)]
+        negatives = [j for j in range(num_items) if j != t and j not in masked]
+        aucs.append(sum(score[j] < score[t] for j in negatives) / len(negatives) if negatives else 1.0)
+        hit = sum(score[j] >= score[t] for j in range(num_items) if j != t) < k  # pessimistic rank < k
+        precision, recall = hit / k, float(hit)
+        f1s.append(2 * precision * recall / (precision + recall) if hit else 0.0)
+    return sum(aucs) / len(aucs), sum(f1s) / len(f1s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_auc_and_f1_match_brute_force_with_ties_masks_and_minus_inf(draw):
+    num_items = draw.draw(st.integers(2, 9), "num_items")
+    item = st.integers(0, num_items - 1)
+    sequences = draw.draw(st.lists(st.lists(item, min_size=2, max_size=7), min_size=1, max_size=6), "sequences")
+    # few distinct values -> many ties; -inf from the model itself must keep the item a candidate
+    value = st.sampled_from([0.0, 0.5, 1.0, -math.inf])
+    raw = [draw.draw(st.lists(value, min_size=num_items, max_size=num_items)) for _ in sequences]
+    exclude = draw.draw(st.lists(item, max_size=3, unique=True), "exclude")
+    mask_history = draw.draw(st.booleans(), "mask_history")
+    batch_size = draw.draw(st.integers(1, 4), "batch_size")
+    rows = iter(raw)
+
+    def score_fn(histories):
+        return torch.tensor([next(rows) for _ in histories], dtype=torch.float32)
+
+    data = _data(sequences, num_items)
+    res = evaluate(score_fn, data, "test", ks=(1, 2), mask_history=mask_history, batch_size=batch_size,
+                   exclude=exclude)  # fmt: skip
+    auc, f1 = _brute_force(sequences, raw, num_items, exclude, mask_history, k=2)
+    assert res["metrics"]["auc"] == pytest.approx(auc)
+    assert res["metrics"]["f1@2"] == pytest.approx(f1) == pytest.approx(2 * res["metrics"]["hr@2"] / 3)

@@ -9,9 +9,16 @@ Protocol (stated again in ``evaluate``'s docstring and in every result's ``proto
     "warm" / "cold" restricts the users to those whose target is warm / cold (the two partition "all").
 
 Ranks are 0-based here: rank 0 is the top of the list. Metric keys: ``hr@K`` (hit rate, equal to recall@K with
-one target per user), ``ndcg@K``, ``precision@K`` (= hr@K / K), ``mrr`` (over the full ranking), ``coverage@K``
-(fraction of the catalog appearing in at least one user's top-K) and ``avg_pop@K`` (mean training-split interaction
-count of the recommended top-K items).
+one target per user), ``ndcg@K``, ``precision@K`` (= hr@K / K), ``f1@K`` (the harmonic mean of precision@K and
+recall@K per user: with one target, 2 / (K + 1) for a hit and 0 for a miss, so f1@K = 2 * hr@K / (K + 1)), ``mrr``
+(over the full ranking), ``auc`` (per user, the fraction of the candidate negatives ranked below the target, averaged
+over users), ``coverage@K`` (fraction of the catalog appearing in at least one user's top-K) and ``avg_pop@K`` (mean
+training-split interaction count of the recommended top-K items).
+
+AUC: a user's candidates are the whole catalog less the items masked for that user (history items with
+``mask_history``, ``exclude``), the target always counted among them, ``C`` items in all; with ``r`` the target's
+pessimistic 0-based rank among them, ``auc_u = (C - 1 - r) / (C - 1)``: ties count as ranked above the target, a
+model scoring everything equally gets 0, and a user without candidate negatives (``C = 1``) counts 1.
 """
 
 from __future__ import annotations
@@ -51,18 +58,26 @@ def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 def metrics_from_ranks(
-    ranks: torch.Tensor | np.ndarray | Sequence[int], ks: Sequence[int] = DEFAULT_KS
+    ranks: torch.Tensor | np.ndarray | Sequence[int],
+    ks: Sequence[int] = DEFAULT_KS,
+    num_candidates: torch.Tensor | np.ndarray | Sequence[int] | int | None = None,
 ) -> dict[str, float]:
     """Rank-based metrics averaged over users (one target per user).
 
     Args:
         ranks: 0-based rank of each user's target.
         ks: cut-offs.
+        num_candidates: each user's number of candidate items, the target included (or one count for all);
+            adds ``auc`` (module doc). A rank beyond the candidates (a target scored ``-inf`` ties with its
+            masked items) counts as the last candidate.
 
     Returns:
-        ``{"hr@K", "ndcg@K", "precision@K" for K in ks, "mrr"}``; ``ndcg@K = 1/log2(rank+2)`` when ``rank < K``.
+        ``{"hr@K", "ndcg@K", "precision@K", "f1@K" for K in ks, "mrr"}`` (and ``"auc"``); ``ndcg@K =
+        1/log2(rank+2)`` and ``f1@K = 2/(K+1)`` when ``rank < K``, else 0.
     """
-    sums = _rank_sums(torch.as_tensor(ranks, dtype=torch.int64), ks)
+    ranks = torch.as_tensor(ranks, dtype=torch.int64)
+    cands = None if num_candidates is None else torch.as_tensor(num_candidates, dtype=torch.int64).expand(ranks.shape)
+    sums = _rank_sums(ranks, ks, cands)
     n = max(len(ranks), 1)
     return {name: value / n for name, value in sums.items()}
 
@@ -74,14 +89,20 @@ def _per_user(ranks: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     return {f"hr@{k}": hit, f"ndcg@{k}": hit / torch.log2(ranks + 2.0)}
 
 
-def _rank_sums(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+def _rank_sums(ranks: torch.Tensor, ks: Sequence[int], num_candidates: torch.Tensor | None = None) -> dict[str, float]:
+    """Sums over users of every rank metric; ``auc`` only with ``num_candidates`` ``[U]``."""
     out: dict[str, float] = {}
     for k in ks:
         per_user = _per_user(ranks, k)
         out[f"hr@{k}"] = per_user[f"hr@{k}"].sum().item()
         out[f"ndcg@{k}"] = per_user[f"ndcg@{k}"].sum().item()
         out[f"precision@{k}"] = out[f"hr@{k}"] / k
+        out[f"f1@{k}"] = 2.0 * out[f"hr@{k}"] / (k + 1)  # one target: precision = hr / K, recall = hr
     out["mrr"] = (1.0 / (ranks.to(torch.float64) + 1.0)).sum().item()
+    if num_candidates is not None:
+        negatives = (num_candidates.to(torch.float64) - 1.0).clamp(min=0.0)  # [U]
+        above = torch.minimum(ranks.to(torch.float64), negatives)  # candidate negatives ranked above (or tied)
+        out["auc"] = (1.0 - above / negatives.clamp(min=1.0)).sum().item()
     return out
 
 
@@ -143,9 +164,9 @@ class _Accumulator:
         self.covered = {k: torch.zeros(num_items, dtype=torch.bool) for k in self.ks}
         self.pop_sums = dict.fromkeys(self.ks, 0.0)
 
-    def add(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def add(self, scores: torch.Tensor, targets: torch.Tensor, num_candidates: torch.Tensor) -> torch.Tensor:
         ranks = pessimistic_ranks(scores, targets)
-        for name, value in _rank_sums(ranks, self.ks).items():
+        for name, value in _rank_sums(ranks, self.ks, num_candidates).items():
             self.sums[name] = self.sums.get(name, 0.0) + value
         kmax = min(max(self.ks), self.num_items)
         top = scores.topk(kmax, dim=1).indices  # [B, kmax]
@@ -169,7 +190,7 @@ class _Accumulator:
 
 def _metric_order(name: str) -> tuple[int, int]:
     base, _, k = name.partition("@")
-    order = ["hr", "ndcg", "mrr", "precision", "coverage", "avg_pop"]
+    order = ["hr", "ndcg", "mrr", "auc", "precision", "f1", "coverage", "avg_pop"]
     return order.index(base) if base in order else len(order), int(k) if k else 0
 
 
@@ -178,6 +199,7 @@ def metrics_from_scores(
     targets: torch.Tensor | Sequence[int],
     ks: Sequence[int] = DEFAULT_KS,
     popularity: torch.Tensor | np.ndarray | None = None,
+    num_candidates: torch.Tensor | np.ndarray | Sequence[int] | None = None,
 ) -> dict[str, float]:
     """All metrics from one score matrix (pure; masking must already be applied as ``-inf``).
 
@@ -186,13 +208,20 @@ def metrics_from_scores(
         targets: ``[B]`` target item ids.
         ks: cut-offs.
         popularity: optional ``[N]`` interaction counts; adds ``avg_pop@K``.
+        num_candidates: optional ``[B]`` candidates per user, the target included, for ``auc``. Default: the
+            items not scored ``-inf``, plus the target (``evaluate`` counts its masks instead: see ``_num_candidates``).
 
     Returns:
-        The metrics of ``metrics_from_ranks`` plus ``coverage@K`` (and ``avg_pop@K``).
+        The metrics of ``metrics_from_ranks`` (``auc`` included) plus ``coverage@K`` (and ``avg_pop@K``).
     """
     pop = torch.as_tensor(popularity) if popularity is not None else None
+    scores = scores.float()
+    targets = torch.as_tensor(targets, dtype=torch.int64)
+    if num_candidates is None:
+        target_masked = scores.gather(1, targets.view(-1, 1)).squeeze(1) == -torch.inf
+        num_candidates = (scores > -torch.inf).sum(dim=1) + target_masked
     acc = _Accumulator(scores.shape[1], ks, pop)
-    acc.add(scores.float(), torch.as_tensor(targets, dtype=torch.int64))
+    acc.add(scores, targets, torch.as_tensor(num_candidates, dtype=torch.int64))
     return acc.result()
 
 
@@ -273,10 +302,10 @@ def evaluate(
 
     Returns:
         ``{"split", "num_users", "num_items", "ks", "protocol", "metrics": {...}, "targets_in_history",
-        "users_digest", "wall_time_s"}`` where the metric keys are ``hr@K``, ``ndcg@K``, ``mrr``, ``precision@K``,
-        ``coverage@K``, ``avg_pop@K`` (see module doc); ``targets_in_history`` counts users whose target also
-        occurs in their input history, ``users_digest`` identifies the evaluated users (``users_digest``); a
-        cold-start data set adds ``"cold_items"`` (their count).
+        "users_digest", "wall_time_s"}`` where the metric keys are ``hr@K``, ``ndcg@K``, ``mrr``, ``auc``,
+        ``precision@K``, ``f1@K``, ``coverage@K``, ``avg_pop@K`` (see module doc); ``targets_in_history`` counts
+        users whose target also occurs in their input history, ``users_digest`` identifies the evaluated users
+        (``users_digest``); a cold-start data set adds ``"cold_items"`` (their count).
 
     Raises:
         ValueError: ``targets`` is not in ``TARGET_SETS``, or is "cold" on data without cold items.
@@ -287,7 +316,8 @@ def evaluate(
         histories, target_ids, users = histories[:max_users], target_ids[:max_users], users[:max_users]
     num_items = data.num_items
     pop = torch.as_tensor(data.item_popularity())
-    excl = torch.as_tensor(sorted(set(exclude)), dtype=torch.int64) if exclude else None
+    excl_set = {int(i) for i in exclude} if exclude else set()
+    excl = torch.as_tensor(sorted(excl_set), dtype=torch.int64) if excl_set else None
     acc = _Accumulator(num_items, ks, pop)
     repeats = 0
     ranks: list[torch.Tensor] = []
@@ -307,7 +337,8 @@ def evaluate(
             raise ValueError("score_fn returned NaN scores")
         mask_items(scores, hist if mask_history else None, keep=tgt, everyone=excl)
         repeats += sum(int(t) in set(h) for h, t in zip(hist, tgt.tolist()))
-        ranks.append(acc.add(scores, tgt))
+        candidates = _num_candidates(hist if mask_history else None, tgt.tolist(), num_items, excl_set)
+        ranks.append(acc.add(scores, tgt, candidates))
     metrics = acc.result()
     protocol = protocol_description(
         split, mask_history, num_items, 0 if excl is None else len(excl), len(data.cold_items)
@@ -334,6 +365,21 @@ def evaluate(
     if return_ranks:
         result["ranks"] = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     return result
+
+
+def _num_candidates(
+    histories: Sequence[Sequence[int]] | None, targets: Sequence[int], num_items: int, excluded: set[int]
+) -> torch.Tensor:
+    """``[B]`` candidates per user, the target included: ``num_items`` less the items ``mask_items`` set to ``-inf``
+    for that user other than its target (its history if given, and ``excluded``). Counted from the masks, not from
+    ``-inf`` scores: an item the model itself scores ``-inf`` is still a candidate."""
+    out = []
+    for b, t in enumerate(targets):
+        masked = len(excluded) - (t in excluded)
+        if histories is not None:
+            masked += len({int(i) for i in histories[b]} - excluded - {t})
+        out.append(num_items - masked)
+    return torch.tensor(out, dtype=torch.int64)
 
 
 def _selected_users(data: PreparedData, split: str, targets: str) -> tuple[list[list[int]], list[int], list[str]]:

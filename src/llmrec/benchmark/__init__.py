@@ -2,7 +2,8 @@
 
 suite.py (the YAML suite), search.py (grid / random trials), trials.py (one command and run directory per trial),
 datasets.py, select.py (validation-only selection), execute.py (in-process or ``--jobs N`` subprocesses),
-report.py + render.py (JSON, Markdown, PNG), provenance.py (machine, date, commit), runner.py (the phases).
+report.py + render.py (JSON, Markdown, PNG), provenance.py (machine, date, commit), runner.py (the phases),
+blocks.py (README / docs tables rendered from a committed report: ``llmrec benchmark --render``).
 """
 
 from llmrec.benchmark.runner import Outcome, run_benchmark

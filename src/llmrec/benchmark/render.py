@@ -1,10 +1,15 @@
-"""The report JSON rendered as Markdown (``report.md``) and a PNG chart (``report.png``); numbers are never retyped."""
+"""The report JSON rendered as Markdown (``report.md``) and a PNG chart (``report.png``); numbers are never retyped.
+
+``VIEWS`` are the renderings a Markdown file can embed (``llmrec.benchmark.blocks``): ``summary``, one compact test
+table over every data set and the bootstrap verdicts (the README's results table), and ``datasets``, the data set
+sections of ``report.md`` one heading level down (docs/results.md).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr")
+COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "auc")  # f1@K = 2 hr@K / (K + 1): JSON only
 
 
 def _num(x: float | None) -> str:
@@ -73,11 +78,12 @@ def _target_lines(block: dict) -> list[str]:
     return lines
 
 
-def _dataset_lines(block: dict, metric: str) -> list[str]:
+def _dataset_lines(block: dict, metric: str, level: int = 2) -> list[str]:
     head = ["model", "kind", "trials", "selected (on validation)", f"valid {metric}"]
-    head += [f"test {c.upper() if c != 'mrr' else 'MRR'}" for c in COLUMNS] + ["stopped by"]
+    head += [f"test {c.upper()}" for c in COLUMNS] + ["stopped by"]
     lines = [
-        f"## {block['name']}: {block['users']:,} users, {block['items']:,} items (fingerprint {block['fingerprint'][:12]})",
+        f"{'#' * level} {block['name']}: {block['users']:,} users, {block['items']:,} items "
+        f"(fingerprint {block['fingerprint'][:12]})",
         "",
         f"Test protocol: {block['test_protocol']}.",
         "",
@@ -101,18 +107,25 @@ def _dataset_lines(block: dict, metric: str) -> list[str]:
     return lines + [""]
 
 
-def to_markdown(report: dict) -> str:
-    """The report as Markdown: provenance, protocol, one table per data set, the bootstrap and its verdict."""
-    prov, m, proto = report["provenance"], report["provenance"]["machine"], report["protocol"]
+def _provenance(report: dict) -> str:
+    prov, m = report["provenance"], report["provenance"]["machine"]
     commit = (prov["git_commit"] or "unknown")[:12] + (" with uncommitted changes" if prov["git_dirty"] else "")
     gpus = ", ".join(m["gpus"]) or "none"
+    return (
+        f"Suite `{report['suite']['path']}`; made {prov['date']} with llmrec {prov['llmrec_version']} (commit "
+        f"{commit}) on {m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable), GPU: {gpus}; Python "
+        f"{m['python']}, torch {m['torch']}."
+    )
+
+
+def to_markdown(report: dict) -> str:
+    """The report as Markdown: provenance, protocol, one table per data set, the bootstrap and its verdict."""
+    proto = report["protocol"]
     lines = [f"# Benchmark `{report['suite']['name']}`", ""]
     if report["suite"]["description"]:
         lines += [report["suite"]["description"].strip(), ""]
     lines += [
-        f"Suite `{report['suite']['path']}`; made {prov['date']} with llmrec {prov['llmrec_version']} (commit "
-        f"{commit}) on {m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable), GPU: {gpus}; Python "
-        f"{m['python']}, torch {m['torch']}.",
+        _provenance(report),
         "",
         "Protocol:",
         *[f"- {k}: {v}" for k, v in proto.items()],
@@ -121,6 +134,46 @@ def to_markdown(report: dict) -> str:
     for block in report["datasets"]:
         lines += _dataset_lines(block, report["metric"])
     return "\n".join(lines)
+
+
+SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "mrr", "auc")
+
+
+def summary_markdown(report: dict) -> str:
+    """Every data set's test numbers (mean ± std over seeds) in one table, then each bootstrap verdict."""
+    seeds = ", ".join(str(s) for s in report["protocol"]["seeds"])
+    head = ["data", "model", "kind", "tuning trials"] + [f"test {c.upper()}" for c in SUMMARY_COLUMNS]
+    lines = [f"Benchmark `{report['suite']['name']}`: test split, every user, mean ± std over seeds {seeds}; "
+             f"configs selected on the full validation split. {_provenance(report)}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for block in report["datasets"]:
+        for e in block["models"]:
+            row = [block["name"], e["name"], e["kind"], _trials(e)] + [_pm(e["test"].get(c)) for c in SUMMARY_COLUMNS]
+            lines.append("| " + " | ".join(row) + " |")
+    for block in report["datasets"]:
+        boot = block["bootstrap"]
+        if boot is None:
+            continue
+        key = boot["verdict_metric"]
+        b = boot[key]
+        lines += ["", f"{block['name']}: best LLM `{boot['llm']}` − best baseline `{boot['baseline']}` (both chosen on "
+                  f"validation), test {key.upper()} {_signed(b['diff'])}, 95% interval [{_signed(b['low'])}, "
+                  f"{_signed(b['high'])}] (paired bootstrap over {boot['seeds']} seed(s) × "
+                  f"{boot['pairs'] // max(boot['seeds'], 1):,} users): "
+                  f"**{boot['verdict']}**."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def datasets_markdown(report: dict) -> str:
+    """The data set sections of ``to_markdown`` (table, bootstrap, seed runs) under ``###`` headings."""
+    lines = [_provenance(report), ""]
+    for block in report["datasets"]:
+        lines += _dataset_lines(block, report["metric"], level=3)
+    return "\n".join(lines)
+
+
+# view name (in a Markdown block's begin marker) -> rendering of the report JSON
+VIEWS = {"summary": summary_markdown, "datasets": datasets_markdown}
 
 
 def plot(report: dict, path: Path) -> None:

@@ -15,7 +15,8 @@ Protocol of the numbers:
       largest difference between their metrics and the run's stored test metrics.
     - Cold-start data (``llmrec prepare --cold_items``): each model entry adds ``targets``: for the users whose test
       target is a warm item and for those whose target is a cold one, their number and the seeds' test metrics
-      (mean ± std), computed from the same per-user test ranks (``targets_block``; the two sets partition the users).
+      (mean ± std), computed from the same per-user test ranks (``targets_block``; the two sets partition the users;
+      every metric but ``auc``).
     - Verdict: ``win`` (``loss``) when the bootstrap's 95% interval of the difference lies above (below) 0 AND the
       gap between the seed means exceeds the larger of the two seed standard deviations; else ``tie``.
 """
@@ -36,7 +37,8 @@ from llmrec.files import atomic_write_json, read_json
 from llmrec.runs import evaluation_protocol
 
 REPORT_FORMAT = 1
-REPORT_METRICS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr")
+# f1@K and auc are null in the seeds (and absent from the means) of runs evaluated before they existed
+REPORT_METRICS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "f1@10", "f1@20", "auc")
 RANKS_FILE, RANKS_META = "test_ranks.npy", "test_ranks.json"
 
 
@@ -151,7 +153,8 @@ def targets_block(dataset: Dataset, ranks: dict) -> dict | None:
     out = {}
     for name, mask in (("warm", ~cold), ("cold", cold)):
         per_seed = [metrics_from_ranks(r[mask], ks=(10, 20)) for r in ranks.values()] if mask.any() else []
-        test = {k: _stats([m[k] for m in per_seed]) for k in REPORT_METRICS} if per_seed else {}
+        # no auc here: it needs each user's number of candidates, which the cached ranks do not keep
+        test = {k: _stats([m[k] for m in per_seed]) for k in REPORT_METRICS if per_seed and k in per_seed[0]}
         out[name] = {"users": int(mask.sum()), "test": test}
     return out
 

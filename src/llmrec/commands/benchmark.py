@@ -9,9 +9,15 @@ paired bootstrap of the best LLM against the best baseline (``llmrec.benchmark``
     llmrec benchmark --suite S --output_dir DIR --jobs 4        # 4 single-thread trial processes at a time
     llmrec benchmark --suite S --output_dir DIR --plan true     # DIR/plan.txt: one command per tuning trial
     llmrec benchmark --suite S --output_dir DIR --collect true  # seed-phase plan, then (once run) the report
+    llmrec benchmark --render                                   # README.md, docs/results.md blocks from their JSON
+    llmrec benchmark --render --check                           # exit 1 when a block differs from its report
 
-Exit codes: 0 done (report written, or with --plan the plan written); 1 with --collect when trials are still
-missing (DIR/plan.txt lists them); 2 a user error (one line).
+``--render`` (run from the repository root) rewrites every ``<!-- benchmark:begin REPORT.json [VIEW] -->`` ...
+``<!-- benchmark:end -->`` block of ``--files`` from the committed report it names (``llmrec.benchmark.blocks``).
+
+Exit codes: 0 done (report written, or with --plan the plan written, or with --render the blocks up to date); 1
+with --collect when trials are still missing (DIR/plan.txt lists them), or with --render --check when a block
+differs; 2 a user error (one line).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from llmrec.config import ConfigError, parse_config
 
 HELP = "Tune every model with the same budget on full validation, run seeds, test once, write one report."
+RENDERED_FILES = ("README.md", "docs/results.md")
 
 
 @dataclass
@@ -45,8 +52,30 @@ class BenchmarkConfig:
         metadata={"help": "0: run trials one at a time in this process; N: N single-thread subprocesses at a time."},
     )
     device: str = field(default="cpu", metadata={"help": "Device for re-scoring the seed runs' test users."})
+    render: bool = field(
+        default=False,
+        metadata={
+            "help": "Rewrite every `<!-- benchmark:begin REPORT.json [VIEW] -->` ... `<!-- benchmark:end -->` block "
+            "of --files from the report JSON it names (paths relative to the current directory, the repository "
+            "root); needs no suite."
+        },
+    )
+    check: bool = field(
+        default=False,
+        metadata={"help": "With --render: write nothing; exit 1 with a one-line summary when a block differs."},
+    )
+    files: list[str] = field(
+        default_factory=lambda: list(RENDERED_FILES), metadata={"help": "Markdown files that --render scans."}
+    )
 
     def __post_init__(self):
+        if self.check and not self.render:
+            raise ConfigError("check: only with --render")
+        if self.render:
+            given = [f"--{name}" for name in ("suite", "output_dir", "plan", "collect", "jobs") if getattr(self, name)]
+            if given:
+                raise ConfigError(f"render: --render re-renders committed reports only; drop {', '.join(given)}")
+            return
         if not self.suite:
             raise ConfigError("suite: a suite file is required (--suite configs/benchmarks/NAME.yaml)")
         if not self.output_dir:
@@ -63,6 +92,12 @@ class BenchmarkConfig:
 
 def main(argv: list[str]) -> int:
     cfg = parse_config(BenchmarkConfig, argv, prog="llmrec benchmark", description=HELP)
+    if cfg.render:
+        from llmrec.benchmark.blocks import render_files
+
+        outcome = render_files(cfg.files, ".", check=cfg.check)
+        print(outcome.summary(cfg.check))
+        return 1 if cfg.check and outcome.stale else 0
     from llmrec.benchmark import load_suite, run_benchmark
 
     mode = "plan" if cfg.plan else "collect" if cfg.collect else "run"

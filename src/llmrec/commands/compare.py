@@ -21,7 +21,7 @@ from llmrec.files import atomic_write_json, atomic_write_text, read_json
 from llmrec.runs import SPLIT_KEYS, evaluation_protocol, read_metrics, read_run_info
 
 HELP = "Compare run directories on the same data set: Markdown table, JSON and a PNG bar chart."
-COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "coverage@10")
+COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "auc", "coverage@10")  # a run without one shows —
 TARGET_SETS = ("all", "warm", "cold")  # llmrec.evaluation.TARGET_SETS (not imported: it needs torch)
 
 
