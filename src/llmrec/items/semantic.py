@@ -127,8 +127,9 @@ def rq_kmeans(
         max_iter: Lloyd iterations per restart.
         extra_codes: values of the disambiguation level reserved for items added later.
         estimator: ``(n_clusters, random_state) -> `` an unfitted scikit-learn-style clusterer (``fit``,
-            ``cluster_centers_``, ``labels_``) for each level, e.g. ``MiniBatchKMeans`` for million-item catalogs,
-            where exact KMeans takes hours on a CPU (``n_init`` and ``max_iter`` are then the estimator's own).
+            ``cluster_centers_``, ``labels_``) for each level, e.g. ``MiniBatchKMeans`` for a million items, where
+            exact KMeans' k-means++ starts alone take over an hour on 2 CPU cores (``n_init`` and ``max_iter`` are
+            then the estimator's own).
             ``None``: ``KMeans(n_clusters, n_init=n_init, max_iter=max_iter, random_state=random_state)``.
 
     Returns:
