@@ -390,13 +390,6 @@ def predicted_train_bytes(ctx: Context, shape: dict, n: int) -> int:
 # --- training, loading, scoring, serving ----------------------------------------------------------------------------
 
 
-def minibatch_estimator(batch_size: int):
-    """``rq_kmeans(estimator=...)``: scikit-learn's MiniBatchKMeans (3 k-means++ starts on subsamples)."""
-    from sklearn.cluster import MiniBatchKMeans
-
-    return lambda k, seed: MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init=3, random_state=seed)
-
-
 def histories(ctx: Context, n: int) -> list[list[int]]:
     from llmrec.data import load_prepared
 
@@ -460,7 +453,7 @@ def adapter_params(run_dir: Path) -> int:
 
 def cluster(ctx: Context, rec: Record, n: int):
     """The semantic ids of ``n`` items: RQ-KMeans of the cached embeddings with MiniBatchKMeans (rq_kmeans' hook)."""
-    from llmrec.items.semantic import rq_kmeans
+    from llmrec.items.semantic import kmeans_estimator, rq_kmeans
 
     a = ctx.args
     reset_peak()
@@ -473,7 +466,7 @@ def cluster(ctx: Context, rec: Record, n: int):
     log(f"  semantic {n}: RQ-KMeans of {emb.shape} with MiniBatchKMeans ...")
     reset_peak()
     t = time.perf_counter()
-    sids = rq_kmeans(emb, a.sid_levels, a.sid_codes, seed=0, estimator=minibatch_estimator(4096))
+    sids = rq_kmeans(emb, a.sid_levels, a.sid_codes, seed=0, estimator=kmeans_estimator("minibatch"))
     rec.put(cluster_s=time.perf_counter() - t, cluster_peak_rss=peak_rss(), level_sizes=list(sids.level_sizes))
     log(f"  semantic {n}: level sizes {sids.level_sizes} in {rec['cluster_s']:.1f}s")
     return sids

@@ -119,3 +119,13 @@ def test_demo_check_can_fail():
     assert differing_fields(dataclasses.replace(demo, label_smoothing=0.1), selected, SCHEDULE_FIELDS) == {
         "label_smoothing"
     }
+
+
+def test_sid_kmeans_choices_are_checked():
+    from llmrec.config import ConfigError, parse_config
+    from llmrec.llm.config import TrainConfig
+
+    base = ["--data", "d", "--output_dir", "o", "--item_ids", "semantic"]
+    assert parse_config(TrainConfig, [*base, "--sid_kmeans", "minibatch"]).sid_kmeans == "minibatch"
+    with pytest.raises(ConfigError, match="sid_kmeans"):
+        parse_config(TrainConfig, [*base, "--sid_kmeans", "faiss"])

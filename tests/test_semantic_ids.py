@@ -19,6 +19,7 @@ from llmrec.items.semantic import (
     SemanticIds,
     assign_codes,
     concat_embeddings,
+    kmeans_estimator,
     load_semantic_ids,
     residual_codes,
     rq_kmeans,
@@ -253,3 +254,14 @@ def test_init_code_rows_from_centroids(tmp_path):
     torch.testing.assert_close(lm.get_input_embeddings().weight[: vocab.first_id], text_before)
     with pytest.raises(ValueError, match="centroids for"):
         init_code_rows(lm, vocab, [rng.normal(size=(3, 8))])
+
+
+def test_minibatch_kmeans_codes_are_collision_free_and_deterministic():
+    """``--sid_kmeans minibatch`` (the option for million-item catalogs): the same guarantees as exact KMeans."""
+    x = clustered(n=200)
+    runs = [rq_kmeans(x, levels=2, codes=4, seed=3, estimator=kmeans_estimator("minibatch")) for _ in range(2)]
+    assert np.array_equal(runs[0].codes, runs[1].codes)
+    assert len({tuple(r) for r in runs[0].codes.tolist()}) == len(x)
+    assert kmeans_estimator("exact") is None
+    with pytest.raises(ValueError, match="k-means kind"):
+        kmeans_estimator("faiss")

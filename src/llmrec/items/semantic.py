@@ -162,6 +162,18 @@ def rq_kmeans(
     return SemanticIds(np.concatenate([prefix, last[:, None]], axis=1), sizes, tuple(centroids))
 
 
+def kmeans_estimator(kind: str, batch_size: int = 4096) -> Callable[[int, int], Any] | None:
+    """The ``rq_kmeans`` ``estimator`` of ``--sid_kmeans``: ``exact`` -> ``None`` (KMeans), ``minibatch`` ->
+    seeded ``MiniBatchKMeans`` (k-means++ on a subsample, mini-batches of ``batch_size``, 3 starts)."""
+    if kind == "exact":
+        return None
+    if kind != "minibatch":
+        raise ValueError(f"unknown k-means kind {kind!r} (exact, minibatch)")
+    from sklearn.cluster import MiniBatchKMeans
+
+    return lambda k, seed: MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init=3, random_state=seed)
+
+
 def rq_kmeans_warm(
     embeddings: np.ndarray, cold_items: Collection[int] = (), extra_codes: int = 0, **kmeans
 ) -> SemanticIds:

@@ -25,7 +25,7 @@ from llmrec.data import PreparedData
 from llmrec.items.atomic import add_item_tokens, resize_for_items
 from llmrec.items.cooccurrence import cooccurrence_factors
 from llmrec.items.init import add_cooccurrence_rows, init_item_embeddings
-from llmrec.items.semantic import SemanticIds, concat_embeddings, rq_kmeans_warm
+from llmrec.items.semantic import SemanticIds, concat_embeddings, kmeans_estimator, rq_kmeans_warm
 from llmrec.items.semantic_vocab import add_sid_tokens, init_code_rows
 from llmrec.items.text import TextEmbeddings, item_text_embeddings
 from llmrec.items.text_models import EncoderSpec
@@ -122,7 +122,8 @@ def build_model(cfg: TrainConfig, data: PreparedData, sids: SemanticIds | None =
     if semantic and sids is None:  # fitted on the warm items, the cold ones coded afterwards (as without cold items)
         emb, cf_dim = sid_embeddings(cfg, data)
         sids = rq_kmeans_warm(emb, data.cold_items, extra_codes=cfg.sid_extra_codes, levels=cfg.sid_levels,
-                              codes=cfg.sid_codes, seed=cfg.seed)  # fmt: skip
+                              codes=cfg.sid_codes, seed=cfg.seed,
+                              estimator=kmeans_estimator(cfg.sid_kmeans))  # fmt: skip
         logger.info("semantic ids: %d items, level sizes %s", sids.num_items, sids.level_sizes)
     lm, tokenizer = load_causal_lm(
         cfg.model,

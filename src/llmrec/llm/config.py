@@ -28,6 +28,7 @@ ITEM_INITS = ("title", "random", "text")  # llmrec.items.init.ITEM_INITS (not im
 ITEM_TEXT_ENCODERS = ("minilm", "lm")  # llmrec.items.text_models.TEXT_ENCODERS
 ITEM_TEXT_PROJECTIONS = ("orthonormal", "ridge")  # llmrec.items.text.TEXT_PROJECTIONS
 ITEM_IDS = ("atomic", "semantic")
+SID_KMEANS = ("exact", "minibatch")  # llmrec.items.semantic.kmeans_estimator
 SID_EMBEDDINGS = ("text", "text+cf")
 MAX_EVAL_K = 20  # the largest K of llmrec.evaluation.DEFAULT_KS (not imported: it needs torch)
 
@@ -102,6 +103,13 @@ class TrainConfig:
     sid_extra_codes: int = field(
         default=0,
         metadata={"help": "--item_ids semantic: values of the disambiguation level kept free for later items."},
+    )
+    sid_kmeans: str = field(
+        default="exact",
+        metadata={
+            "help": "--item_ids semantic: exact (scikit-learn KMeans, 3 k-means++ starts per level) or minibatch "
+            "(MiniBatchKMeans: minutes instead of about an hour for 1M items on 2 CPU cores; docs/results.md)."
+        },
     )
     sid_embeddings: str = field(
         default="text",
@@ -210,6 +218,7 @@ class TrainConfig:
             "item_init": ITEM_INITS,
             "item_text_encoder": ITEM_TEXT_ENCODERS,
             "item_text_projection": ITEM_TEXT_PROJECTIONS,
+            "sid_kmeans": SID_KMEANS,
             "item_mask_fill": MASK_FILLS,
             "item_ids": ITEM_IDS,
             "sid_embeddings": SID_EMBEDDINGS,
