@@ -2,6 +2,7 @@
 
     python experiments/error_analysis.py /work/runs/sasrec_beauty /work/runs/exp/LS2D5-L4 --split valid \
         --pop_prior 0.1,0.3,0.5
+    python experiments/error_analysis.py RUN_A RUN_B --split test --targets cold --bootstrap 1000
 
 Same protocol as ``llmrec evaluate`` (full ranking, history masked, pessimistic ties; every user of the split).
 Each run is scored once. Prints Markdown tables:
@@ -19,6 +20,7 @@ All runs must use the same prepared data set (same users and items).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +55,12 @@ def main() -> None:
     ap.add_argument("--split", default="valid", choices=["valid", "test"])
     ap.add_argument("--pop_prior", default="", help="comma-separated lam values for the popularity-prior probe")
     ap.add_argument("--bootstrap", type=int, default=0, help="paired-bootstrap resamples vs the first run (0: off)")
+    ap.add_argument(
+        "--targets",
+        default="all",
+        choices=["all", "warm", "cold"],
+        help="users whose target is warm / cold (a data set prepared with --cold_items)",
+    )
     ap.add_argument("--batch_size", type=int, default=512)
     ap.add_argument("--num_threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
@@ -76,6 +84,9 @@ def main() -> None:
         if data is None:
             data = run_data
             histories, targets = data.split(args.split)
+            if args.targets != "all":
+                keep = [i for i, t in enumerate(targets) if (t in data.cold_items) == (args.targets == "cold")]
+                histories, targets = [histories[i] for i in keep], [targets[i] for i in keep]
             counts = data.item_popularity()  # training counts, as the evaluator's avg_pop@K
             prior = torch.as_tensor(np.log1p(counts), dtype=torch.float32)
         elif run_data.fingerprint != data.fingerprint:
@@ -91,12 +102,13 @@ def main() -> None:
                 mask_items(scores, hist, keep=tgt)
                 per_lam[lam].append(pessimistic_ranks(scores, tgt))
                 top_pop[lam] += counts[scores.topk(10, dim=1).indices.numpy()].mean(1).tolist()
-        ranks[run.name] = torch.cat(per_lam[0.0]).numpy()
-        probe[run.name] = {}
+        name = Path(path).name  # run names repeat (every LLM run is "llm"); directory names tell them apart
+        ranks[name] = torch.cat(per_lam[0.0]).numpy()
+        probe[name] = {}
         for lam in lams:
             r = torch.cat(per_lam[lam]).numpy()
             m = metrics_from_ranks(r, ks=(10,))
-            probe[run.name][lam] = {
+            probe[name][lam] = {
                 "ndcg@10": m["ndcg@10"],
                 "hr@10": m["hr@10"],
                 "train_count@10": float(np.mean(top_pop[lam])),
@@ -113,6 +125,10 @@ def main() -> None:
     print(header.format("target count"))
     print("\n".join(bucket_rows(popularity, POPULARITY_EDGES, ranks)))
     print(f"| all | {len(histories)} | " + " | ".join(f"{ndcg10(r):.4f}" for r in ranks.values()) + " |")
+    print(f"\nAll {len(histories)} users ({args.split}, targets {args.targets}): NDCG@10 / HR@10\n")
+    for name, r in ranks.items():
+        m = metrics_from_ranks(r, ks=(10,))
+        print(f"| {name} | {m['ndcg@10']:.4f} / {m['hr@10']:.4f} |")
     if len(lams) > 1:
         print("\nPopularity-prior probe: scores + lam * log(1 + training count)\n")
         print("| run | lam | NDCG@10 | HR@10 | mean training count of the top 10 |\n|---|---|---|---|---|")
