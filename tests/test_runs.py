@@ -92,3 +92,18 @@ def test_evaluate_refuses_data_re_prepared_with_another_filter(runs, tmp_path, c
     err = capsys.readouterr().err
     assert "data mismatch" in err and str(tmp_path / "data") in err and "fingerprint" in err
     assert cli_main(["evaluate", "--run", str(runs / "pop"), "--data", str(runs / "data")]) == 0  # the same data
+
+
+def test_compare_reads_a_later_evaluate_of_a_run_trained_without_test(runs, tmp_path, capsys):
+    """A run trained with ``--test_users -1`` stores no test result; the compare hint's `llmrec evaluate` fixes it."""
+    run = tmp_path / "llm_sub"
+    shutil.copytree(runs / "llm_sub", run)
+    assert json.loads((run / "metrics.json").read_text())["test"] is None
+    args = ["compare", str(run), str(runs / "pop"), "--split", "test", "--output_dir", str(tmp_path / "cmp")]
+    assert cli_main(args) == 2
+    assert f"llmrec evaluate --run {run} --split test" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--run", str(run), "--split", "test"]) == 0
+    assert cli_main(args) == 0
+    rows = {r["run"]: r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["runs"]}
+    stored = json.loads((run / "eval_test.json").read_text())["metrics"]["ndcg@10"]
+    assert rows[str(run)]["metrics"]["ndcg@10"] == pytest.approx(stored)

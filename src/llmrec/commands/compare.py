@@ -1,7 +1,8 @@
 """`llmrec compare RUN_DIR ... --output_dir DIR`: one report of LLM runs and baselines on the same data set.
 
-Reads each run's ``run.json`` and ``metrics.json`` (the ``valid`` or ``test`` entry written by the shared
-evaluator) and writes ``DIR/compare.md`` (Markdown table), ``DIR/compare.json`` and ``DIR/compare.png``.
+Reads each run's ``run.json`` and its evaluation of the split: ``eval_SPLIT.json`` when ``llmrec evaluate`` wrote
+one (e.g. the test split of a run trained with ``--test_users 0``, or all validation users), else the ``valid`` or
+``test`` entry of ``metrics.json`` written at the end of training; and writes ``DIR/compare.md`` (Markdown table), ``DIR/compare.json`` and ``DIR/compare.png``.
 Runs are refused, naming both, when they were trained on different data (by fingerprint), evaluated under
 different protocols, or on different users (count or set): their numbers are not comparable.
 
@@ -59,6 +60,9 @@ def _stored(run_dir: Path, split: str, targets: str) -> tuple[dict, dict, Path]:
         f" --targets {targets}`" if targets != "all" else "`"
     )
     if targets == "all":
+        explicit = run_dir / f"eval_{split}.json"  # a later `llmrec evaluate` of all users wins over training's
+        if explicit.is_file():
+            return metrics, read_json(explicit), explicit
         result = metrics.get(split)
         if not result:
             raise ConfigError(f"{where}: no '{split}' evaluation stored ({hint})")
