@@ -62,6 +62,16 @@ def _check_mergeable(rec) -> None:
         raise NotImplementedError("adding items needs the merged model; this run is loaded unmerged (QLoRA)")
 
 
+def _extended(rec, raw_ids, titles, texts):
+    """``(the catalog with the new items, old item count, new item count)``; checks run before anything changes:
+    ``Catalog.extended``'s raw ids, then (when there is something to add) that the model is merged."""
+    catalog = rec.catalog.extended(raw_ids, titles, texts)
+    n, m = len(rec.catalog), len(catalog) - len(rec.catalog)
+    if m:
+        _check_mergeable(rec)
+    return catalog, n, m
+
+
 def _encoder(rec, vocab, catalog, codes=None) -> PromptEncoder:
     e = rec.encoder
     return PromptEncoder(e.template, e.tokenizer, vocab, catalog, e.max_items, e.max_tokens, codes)
@@ -70,11 +80,9 @@ def _encoder(rec, vocab, catalog, codes=None) -> PromptEncoder:
 @torch.no_grad()
 def add_atomic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
     """``LLMRecommender.add_items`` (see the module docstring); returns the new internal ids."""
-    catalog = rec.catalog.extended(raw_ids, titles, texts)
-    n, m = len(rec.catalog), len(catalog) - len(rec.catalog)
+    catalog, n, m = _extended(rec, raw_ids, titles, texts)
     if not m:
         return []
-    _check_mergeable(rec)
     item_lm, projector = rec.item_lm, rec.projector
     new = {name: rows.detach().float().mean(0, keepdim=True).expand(m, -1) for name, rows in row_sets(item_lm).items()}
     if projector is not None:
@@ -108,11 +116,9 @@ def new_codes(rec, titles: Sequence[str], texts: Sequence[str]) -> np.ndarray:
 @torch.no_grad()
 def add_semantic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
     """``SemanticLLMRecommender.add_items`` (see the module docstring); returns the new internal ids."""
-    catalog = rec.catalog.extended(raw_ids, titles, texts)
-    n, m = len(rec.catalog), len(catalog) - len(rec.catalog)
+    catalog, n, m = _extended(rec, raw_ids, titles, texts)
     if not m:
         return []
-    _check_mergeable(rec)
     if rec.sids is None or rec.item_text is None:
         raise NotImplementedError(
             "this recommender has no centroids or text encoder settings (load it with load_llm_run)"
