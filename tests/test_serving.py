@@ -125,7 +125,7 @@ def test_concurrent_requests_are_batched(tmp_path):
 # ---------------------------------------------------------------- a real uvicorn process
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -167,13 +167,19 @@ def _start_server(run: Path, port: int, log: Path, *extra: str) -> subprocess.Po
         stderr=subprocess.STDOUT,
         env={**os.environ, "LLMREC_SALT": "test-salt", "OMP_NUM_THREADS": "1"},
     )
+    wait_healthy(proc, port)
+    return proc
+
+
+def wait_healthy(proc: subprocess.Popen, port: int) -> None:
+    """Wait until a server subprocess answers ``/health`` on ``port`` (120 s; its output in the error if it exits)."""
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
+                return
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
@@ -181,7 +187,7 @@ def _start_server(run: Path, port: int, log: Path, *extra: str) -> subprocess.Po
 
 
 def test_real_server_and_feedback_survives_kill9(pop_run, tmp_path):
-    port, log = _free_port(), tmp_path / "events.sqlite"
+    port, log = free_port(), tmp_path / "events.sqlite"
     proc = _start_server(pop_run, port, log)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -219,7 +225,7 @@ def _rss_mb(pid: int) -> float:
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc for the server's RSS")
 def test_probe_and_huge_bodies_against_a_real_server(pop_run, tmp_path):
     """scripts/probe_serve.py finds no 5xx and no non-uniform 4xx; 20 MB bodies are refused in bounded memory."""
-    port, log = _free_port(), tmp_path / "events.sqlite"
+    port, log = free_port(), tmp_path / "events.sqlite"
     proc = _start_server(pop_run, port, log, "--feedback_token", "probe-token")
     base = f"http://127.0.0.1:{port}"
     try:
@@ -280,7 +286,7 @@ def test_serve_incomplete_run_dir_is_one_line(capsys, pop_run, tmp_path, remove)
     shutil.copytree(pop_run, broken)
     for path in broken.glob(remove):
         path.unlink()
-    err = _one_line_error(capsys, ["serve", "--run", str(broken), "--port", str(_free_port())])
+    err = _one_line_error(capsys, ["serve", "--run", str(broken), "--port", str(free_port())])
     assert str(broken) in err
 
 

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from llmrec.errors import DataError
 from llmrec.serving.app import ServeAccess, ServeLimits, create_app
 from llmrec.serving.live import LiveCatalog
 from llmrec.serving.overlay import CatalogOverlay, ItemLimits, NewItem, OverlayState, check_new_item
+from test_serving import free_port, wait_healthy
 
 TESTS = Path(__file__).resolve().parent
 ADMIN = "admin-token-0123456789"
@@ -394,12 +394,6 @@ def test_check_new_item_is_shared():
 # ---------------------------------------------------------------- real uvicorn processes, kill -9, restart
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_fake(overlay_path: str, port: int) -> None:
     """Entry point of the subprocess below: the fake model behind the same LiveCatalog + app as ``llmrec serve``."""
     import uvicorn
@@ -412,24 +406,10 @@ def serve_fake(overlay_path: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def _wait_healthy(proc: subprocess.Popen, port: int) -> None:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start within 120 s")
-
-
 def _start(cmd: list[str], port: int, **env: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMREC_SALT": "s", **env}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    _wait_healthy(proc, port)
+    wait_healthy(proc, port)
     return proc
 
 
@@ -450,7 +430,7 @@ def _post(base: str, path: str, body: dict) -> httpx.Response:
 
 
 def test_added_items_survive_kill9_of_a_real_server(tmp_path):
-    overlay, port = tmp_path / "catalog_overlay.json", _free_port()
+    overlay, port = tmp_path / "catalog_overlay.json", free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start_fake(overlay, port)
     try:
@@ -460,7 +440,7 @@ def test_added_items_survive_kill9_of_a_real_server(tmp_path):
         assert _ids(_post(base, "/recommend", {"history": ["r3"], "k": 2}))[0] == "new-1"
     finally:
         _kill9(proc)  # no shutdown hook runs: what was acknowledged must already be on disk
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start_fake(overlay, port)
     try:
@@ -495,7 +475,7 @@ def _serve_cmd(run: Path, port: int, *extra: str) -> list[str]:
 
 def test_llmrec_serve_keeps_the_catalog_across_kill9(pop_run, tmp_path):
     """`llmrec serve` on a Pop run: --overlay, $LLMREC_ADMIN_TOKEN, the overlay re-applied after a kill -9."""
-    overlay, port = tmp_path / "ov" / "catalog_overlay.json", _free_port()
+    overlay, port = tmp_path / "ov" / "catalog_overlay.json", free_port()
     overlay.parent.mkdir()
     cmd = ["--overlay", str(overlay), "--event_log", str(tmp_path / "ev.sqlite")]
     proc = _start(_serve_cmd(pop_run, port, *cmd), port, LLMREC_ADMIN_TOKEN=ADMIN)
@@ -511,7 +491,7 @@ def test_llmrec_serve_keeps_the_catalog_across_kill9(pop_run, tmp_path):
     finally:
         _kill9(proc)
     assert not (pop_run / "catalog_overlay.json").exists()  # --overlay moved it out of the run
-    port = _free_port()
+    port = free_port()
     proc = _start(_serve_cmd(pop_run, port, *cmd), port)  # no admin token now: read-only, still re-applied
     base = f"http://127.0.0.1:{port}"
     try:
@@ -538,7 +518,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 
 def test_serve_checks_the_admin_token_and_the_overlay_first(capsys, monkeypatch, pop_run, tmp_path):
     monkeypatch.delenv("LLMREC_ADMIN_TOKEN", raising=False)
-    port = str(_free_port())
+    port = str(free_port())
     err = _one_line_error(capsys, ["serve", "--run", str(tmp_path / "r"), "--admin_token", "short"])
     assert "admin_token: at least 16 characters" in err
     monkeypatch.setenv("LLMREC_ADMIN_TOKEN", ADMIN)
