@@ -244,3 +244,95 @@ def test_trained_id_baseline_gives_cold_items_the_mean_warm_row(toy, tmp_path, n
     for p in model.item_row_params():
         mean = p[warm].mean(0)
         assert torch.allclose(p[cold], mean.expand_as(p[cold]), atol=1e-6)
+
+
+# --- content dropout: the text projector trained with the LM (llmrec.llm.textmap) ---------------------------------
+
+
+def test_content_dropout_draws_only_warm_items_with_a_text(paths):
+    cfg = _cfg(paths, "unused", content_dropout=0.5)
+    data = load_prepared(cfg.data)
+    text_map = build_model(cfg, data).item_lm.text_map
+    assert text_map is not None and not text_map.droppable[sorted(data.cold_items)].any()
+    gen = torch.Generator().manual_seed(0)
+    draws = [text_map.draw(gen) for _ in range(200)]
+    assert all(len(d) >= 1 and not set(d.tolist()) & set(data.cold_items) for d in draws)
+    assert all(bool(text_map.has[d].all()) for d in draws)
+    rate = sum(len(d) for d in draws) / (200 * int(text_map.droppable.sum()))
+    assert 0.4 < rate < 0.6
+    rare = type(text_map)(text_map.to_projector(), text_map.vectors, text_map.has, text_map.droppable, 1e-6)
+    assert all(len(rare.draw(gen)) == 1 for _ in range(20))  # never an empty step
+
+
+@pytest.mark.parametrize("model", ["model", "untied"])
+def test_content_dropout_trains_the_map_on_the_loss_and_only_while_training(paths, model):
+    cfg = _cfg(paths, "unused", model=model, content_dropout=0.5)
+    data = load_prepared(cfg.data)
+    built = build_model(cfg, data)
+    from llmrec.llm.examples import build_examples, collate
+
+    examples = build_examples(data.train_sequences(), built.encoder, "sequence", 20)
+    ids, mask, tmask = collate(examples, list(range(len(examples))), 0)
+    item_lm = built.item_lm.train()
+    item_lm(ids, mask, tmask)[0].backward()
+    names = ["input"] if model == "model" else ["input", "output"]
+    assert item_lm.text_map.names == names
+    for name in names:
+        assert float(item_lm.text_map.weight[name].grad.abs().sum()) > 0, f"the {name} map got no gradient"
+    # the control: without the map nothing reaches it; eval-mode scores never depend on it
+    item_lm.eval()
+    prompts = [built.encoder.encode(s[:3]) for s in data.train_sequences()[:4]]
+    before = item_lm.score(prompts, 0)
+    with torch.no_grad():
+        for name in names:
+            item_lm.text_map.weight[name].mul_(3.0).add_(1.0)
+    assert torch.equal(item_lm.score(prompts, 0), before)
+
+
+def test_content_dropout_keeps_cold_rows_at_zero_gradient(paths):
+    seen, built = _train_watching_cold_grads(_cfg(paths, "atomic_cd", content_dropout=0.5))
+    assert max(seen) == 0.0, "a cold item's row got a gradient"
+    assert built.item_lm.text_map is not None
+
+
+def test_content_dropout_saves_the_learned_map_and_writes_the_cold_rows_with_it(paths):
+    from llmrec.llm.build import item_text_embeddings_for, start_text_map
+    from llmrec.llm.loop import train
+
+    cfg = _cfg(paths, "atomic_learned", item_cf_dim=0, content_dropout=0.5)
+    data = load_prepared(cfg.data)
+    train(cfg)
+    run = paths["root"] / "atomic_learned"
+    proj = load_projector(run)
+    assert proj is not None and proj.extra == {"learned": True, "content_dropout": 0.5}
+    start = start_text_map(build_model(cfg, data).item_lm, item_text_embeddings_for(cfg, data), data.cold_items,
+                           0.5, cfg.seed).to_projector()  # fmt: skip
+    assert not torch.allclose(proj.maps["input"].weight, start.maps["input"].weight, atol=1e-4)  # it was trained
+    rec = load_llm_run(run)
+    rows = row_sets(rec.item_lm)["input"].detach()
+    text = item_text_embeddings_for(cfg, data)
+    cold = sorted(data.cold_items)
+    assert torch.allclose(rows[cold], proj.maps["input"].rows(text.vectors[cold], text.has[cold]), atol=1e-5)
+
+
+def test_content_dropout_resume_is_exact(paths):
+    from safetensors.torch import load_file
+
+    from llmrec.llm.loop import train
+
+    full = _cfg(paths, "cd_full", content_dropout=0.5, max_steps=6, eval_every=3)
+    train(full)
+    train(_cfg(paths, "cd_part", content_dropout=0.5, max_steps=3, eval_every=3))
+    train(_cfg(paths, "cd_part", content_dropout=0.5, max_steps=6, eval_every=3, resume=True))
+    a = load_file(str(paths["root"] / "cd_full" / "checkpoint" / "text_map.safetensors"))
+    b = load_file(str(paths["root"] / "cd_part" / "checkpoint" / "text_map.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_content_dropout_config_is_checked():
+    from llmrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="content_dropout"):
+        TrainConfig(data="d", output_dir="o", content_dropout=1.0)
+    with pytest.raises(ConfigError, match="content_dropout: atomic"):
+        TrainConfig(data="d", output_dir="o", content_dropout=0.2, item_ids="semantic")

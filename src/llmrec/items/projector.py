@@ -142,7 +142,8 @@ def save_projector(projector: TextProjector, out_dir: str | os.PathLike) -> Path
         for part in ("x_mean", "weight", "y_mean", "fallback"):
             tensors[f"{name}.{part}"] = getattr(m, part).float().contiguous().cpu()
     fit = {name: {"alpha": m.alpha, "heldout_r2": m.heldout_r2} for name, m in projector.maps.items()}
-    meta = {"format": FORMAT_VERSION, "encoder": projector.encoder, "model": projector.model, "fit": json.dumps(fit)}
+    meta = {"format": FORMAT_VERSION, "encoder": projector.encoder, "model": projector.model, "fit": json.dumps(fit),
+            "extra": json.dumps(projector.extra)}  # fmt: skip
     path = Path(out_dir) / PROJECTOR_FILE
     atomic_write_bytes(path, save(tensors, metadata=meta))
     return path
@@ -174,4 +175,4 @@ def load_projector(run_dir: str | os.PathLike) -> TextProjector | None:
         raise DataError(f"{path}: not a readable text projector ({e})") from None
     if meta.get("format") != FORMAT_VERSION or "input" not in maps or not meta.get("encoder"):
         raise DataError(f"{path}: not a text projector of format {FORMAT_VERSION} with an 'input' map and an encoder")
-    return TextProjector(maps, meta["encoder"], meta.get("model", ""))
+    return TextProjector(maps, meta["encoder"], meta.get("model", ""), extra=json.loads(meta.get("extra", "{}")))

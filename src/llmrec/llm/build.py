@@ -20,19 +20,23 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+import torch
 
 from llmrec.data import PreparedData
 from llmrec.items.atomic import add_item_tokens, resize_for_items
 from llmrec.items.cooccurrence import cooccurrence_factors
 from llmrec.items.init import add_cooccurrence_rows, init_item_embeddings
+from llmrec.items.projector import fit_projector
 from llmrec.items.semantic import SemanticIds, concat_embeddings, kmeans_estimator, rq_kmeans_warm
 from llmrec.items.semantic_vocab import add_sid_tokens, init_code_rows
 from llmrec.items.text import TextEmbeddings, item_text_embeddings
 from llmrec.items.text_models import EncoderSpec
+from llmrec.llm.coldrows import row_sets
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.loading import cache_root, load_causal_lm
 from llmrec.llm.lora import adapted_modules, apply_lora
 from llmrec.llm.model import ItemLM
+from llmrec.llm.textmap import LearnedTextMap
 from llmrec.prompts import PromptEncoder, PromptTemplate, load_template
 from llmrec.trie import CodeTrie
 
@@ -57,7 +61,7 @@ def fits_text_projector(cfg: TrainConfig, data: PreparedData) -> bool:
     """Whether the run fits the ridge text projector (``llmrec.items.projector``): atomic item tokens on a data set
     with cold items, whose rows it writes (``llmrec.llm.coldrows``), or with ``--text_projector`` (for items added
     after training)."""
-    return cfg.item_ids == "atomic" and (bool(data.cold_items) or cfg.text_projector)
+    return cfg.item_ids == "atomic" and (bool(data.cold_items) or cfg.text_projector or cfg.content_dropout > 0)
 
 
 def effective_cf_dim(cfg: TrainConfig, num_items: int) -> int:
@@ -155,8 +159,19 @@ def build_model(cfg: TrainConfig, data: PreparedData, sids: SemanticIds | None =
         label_smoothing=cfg.label_smoothing,
         cold_items=data.cold_items,
     )
+    if cfg.content_dropout > 0:
+        item_lm.set_text_map(start_text_map(item_lm, text, data.cold_items, cfg.content_dropout, cfg.seed))
     trie = CodeTrie(sids.codes, sids.level_sizes) if semantic else None
     return BuiltModel(item_lm, tokenizer, encoder, template, adapted_modules(lm), cf_dim, stats, sids, trie, text)
+
+
+def start_text_map(item_lm: ItemLM, text: TextEmbeddings, cold_items, rate: float, seed: int) -> LearnedTextMap:
+    """The content-dropout text map, started from the ridge projector of the initial warm rows."""
+    cold = torch.zeros(item_lm.vocab.num_items, dtype=torch.bool)
+    cold[list(cold_items)] = True
+    warm_rows = {name: rows.detach()[~cold] for name, rows in row_sets(item_lm).items()}
+    projector = fit_projector(warm_rows, text.vectors[~cold], text.has[~cold], text.encoder, text.model, seed)
+    return LearnedTextMap(projector, text.vectors, text.has, text.has.bool() & ~cold, rate)
 
 
 def _add_item_tokens(cfg: TrainConfig, data: PreparedData, lm, tokenizer, text):

@@ -1,7 +1,8 @@
 """Checkpoints of ``llmrec train``: everything to continue a run exactly, written so a kill never loses one.
 
 ``RUN_DIR/checkpoint/`` holds ``adapter.safetensors`` (LoRA + item rows), ``optimizer.pt``, ``scheduler.pt``,
-``state.json`` (the loop position) and ``rng_{process}.pt`` per process. It is written into
+``state.json`` (the loop position), ``rng_{process}.pt`` per process and, with ``--content_dropout``,
+``text_map.safetensors`` (the learned text map, ``llmrec.llm.textmap``). It is written into
 ``.checkpoint.tmp``, fsynced and swapped in with ``llmrec.files.replace_dir``: a kill at any moment leaves the
 previous or the new checkpoint. The best-on-validation adapter (``RUN_DIR/adapter/``) is swapped in the same way.
 """
@@ -19,6 +20,8 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from llmrec.files import atomic_write_json, recover_dir, replace_dir
+
+TEXT_MAP_FILE = "text_map.safetensors"
 
 
 def rng_state() -> dict:
@@ -48,6 +51,9 @@ def save_checkpoint(acc, item_lm, optimizer, scheduler, state: dict, run_dir: Pa
         tmp.mkdir(parents=True)
         adapter = get_peft_model_state_dict(item_lm.lm, save_embedding_layers=False)
         save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, str(tmp / "adapter.safetensors"))
+        if item_lm.text_map is not None:  # --content_dropout: the learned text map trains with the adapter
+            text_map = {k: v.detach().cpu().contiguous() for k, v in item_lm.text_map.state_dict().items()}
+            save_file(text_map, str(tmp / TEXT_MAP_FILE))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         atomic_write_json(tmp / "state.json", state)
@@ -63,6 +69,10 @@ def load_checkpoint(acc, item_lm, optimizer, scheduler, run_dir: Path) -> dict:
     """Restore adapter, optimizer, scheduler and this process' RNG from ``run_dir/checkpoint``; returns the state."""
     ckpt = recover_dir(run_dir / "checkpoint")
     set_peft_model_state_dict(item_lm.lm, load_file(str(ckpt / "adapter.safetensors")))
+    if item_lm.text_map is not None:
+        if not (ckpt / TEXT_MAP_FILE).is_file():
+            raise ValueError(f"{ckpt}: no {TEXT_MAP_FILE}; this checkpoint was not trained with --content_dropout")
+        item_lm.text_map.load_state_dict(load_file(str(ckpt / TEXT_MAP_FILE)))
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     rng_file = ckpt / f"rng_{acc.process_index}.pt"

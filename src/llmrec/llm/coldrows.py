@@ -41,6 +41,9 @@ def write_rows(item_lm: ItemLM, items: torch.Tensor, projector: TextProjector, v
 def project_cold_rows(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collection[int], seed: int = 0):
     """Fit the text projector on the warm items' rows and write the cold items' rows; returns the projector.
 
+    With content dropout (``item_lm.text_map``, ``llmrec.llm.textmap``) nothing is fitted: the learned map is the
+    projector.
+
     Args:
         item_lm: an atomic-item model (its ``vocab.num_items`` rows match ``text``'s).
         text: every catalog item's text embeddings.
@@ -52,6 +55,11 @@ def project_cold_rows(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collect
         raise ValueError(f"text embeddings for {text.vectors.shape[0]} items, the model has {n}")
     cold = torch.zeros(n, dtype=torch.bool)
     cold[list(cold_items)] = True
+    if item_lm.text_map is not None:
+        projector = item_lm.text_map.to_projector()
+        idx = cold.nonzero().squeeze(1)
+        write_rows(item_lm, idx, projector, text.vectors[idx], text.has[idx])
+        return projector
     warm_rows = {name: rows.detach()[~cold.to(rows.device)] for name, rows in row_sets(item_lm).items()}
     projector = fit_projector(warm_rows, text.vectors[~cold], text.has[~cold], text.encoder, text.model, seed)
     idx = cold.nonzero().squeeze(1)

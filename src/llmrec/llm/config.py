@@ -89,6 +89,15 @@ class TrainConfig:
             "Always on with cold items (--cold_items), whose rows it writes."
         },
     )
+    content_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "Atomic item tokens: > 0 trains the text projector with the LM instead of fitting it afterwards "
+            "(DropoutNet): at each step every warm item with a text is dropped with this probability, and its "
+            "input and output rows are then the projector's rows of its text. Cold and added items get these "
+            "rows (llmrec.llm.textmap). 0: the ridge projector fitted after training."
+        },
+    )
     item_ids: str = field(
         default="atomic",
         metadata={
@@ -273,6 +282,10 @@ class TrainConfig:
             raise ConfigError(
                 f"beam_width: must be >= {MAX_EVAL_K} (the largest K the evaluator reports), got {self.beam_width}"
             )
+        if not 0.0 <= self.content_dropout < 1.0:
+            raise ConfigError(f"content_dropout: must be in [0, 1), got {self.content_dropout}")
+        if self.item_ids == "semantic" and self.content_dropout:
+            raise ConfigError("content_dropout: atomic item tokens only (semantic IDs code new items from their text)")
         if self.item_ids == "semantic" and self.text_projector:
             raise ConfigError("text_projector: atomic item tokens only (semantic IDs code new items from their text)")
         if self.item_ids == "semantic" and self.sid_embeddings == "text+cf" and self.item_cf_dim < 1:

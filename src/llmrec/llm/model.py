@@ -91,7 +91,14 @@ class ItemLM(nn.Module):
         self.decoder = getattr(base, base.base_model_prefix)
         self.tied = bool(getattr(base.config, "tie_word_embeddings", False)) or base.get_output_embeddings() is None
         self._base = [base]  # a list: not registered as a submodule twice
+        self.text_map = None  # --content_dropout: a llmrec.llm.textmap.LearnedTextMap (set_text_map)
         self.set_cold_items(cold_items)
+
+    def set_text_map(self, text_map) -> None:
+        """Train with content dropout (``llmrec.llm.textmap``): atomic item tokens only."""
+        if self.semantic:
+            raise TypeError("content dropout is for atomic item tokens (semantic IDs code items from their text)")
+        self.text_map = text_map
 
     def set_cold_items(self, cold_items: Collection[int]) -> None:
         """The items training must never see (see the class docstring); ``()`` for none."""
@@ -139,10 +146,28 @@ class ItemLM(nn.Module):
         means = torch.stack([rows[s - first : e - first].mean(0) for s, e in ranges])  # [levels, D]
         return means[self.vocab.level_of(input_ids).clamp(min=0)]  # [B, L, D]
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens."""
+    def _content_inputs(self, embeds: torch.Tensor, input_ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """``embeds`` [B, L, D] with the input rows of the dropped items ``drop`` [M] replaced by the text map's."""
+        n, dev = self.vocab.num_items, input_ids.device
+        rank = torch.full((n,), -1, dtype=torch.long, device=dev)  # [N] position in drop, -1: not dropped
+        rank[drop.to(dev)] = torch.arange(len(drop), device=dev)
+        item = (input_ids - self.vocab.first_id).clamp(0, n - 1)
+        r = torch.where(self.vocab.is_item(input_ids), rank[item], -1)  # [B, L]
+        rows = self.text_map.rows("input", drop).to(embeds.dtype)  # [M, D]
+        return torch.where((r >= 0).unsqueeze(-1), rows[r.clamp(min=0)], embeds)
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final (normed) decoder hidden states [B, L, D]; right padding keeps positions 0.. for real tokens.
+
+        ``drop`` [M]: items whose input rows are the text map's in this pass (content dropout; training only).
+        """
         embedding = self._base[0].get_input_embeddings()
-        embeds = self.embed_dropout(embedding(input_ids))  # [B, L, D]
+        embeds = embedding(input_ids)  # [B, L, D]
+        if drop is not None:
+            embeds = self._content_inputs(embeds, input_ids, drop)
+        embeds = self.embed_dropout(embeds)
         if self.training and self.item_mask_prob > 0:
             hide = self.hide_mask(input_ids).unsqueeze(-1)  # [B, L, 1]
             if self.item_mask_fill == "zero":
@@ -162,13 +187,17 @@ class ItemLM(nn.Module):
         Returns:
             ``(loss_sum, num_targets)``.
         """
-        hidden = self.hidden_states(input_ids, attention_mask)  # [B, L, D]
+        drop = self.text_map.draw() if self.training and self.text_map is not None else None  # [M] or None
+        hidden = self.hidden_states(input_ids, attention_mask, drop)  # [B, L, D]
         tmask = target_mask[:, 1:]
         h = hidden[:, :-1][tmask]  # [T, D], the state before each target token
         if self.semantic:
             return self._code_loss(h, input_ids[:, 1:][tmask])
         targets = input_ids[:, 1:][tmask] - self.vocab.first_id  # [T]
         weights = self.item_weights().float()  # [N, D]
+        if drop is not None:  # the dropped items' softmax columns are the text map's rows
+            rows = self.text_map.rows("input" if self.tied else "output", drop).float()
+            weights = weights.index_copy(0, drop.to(weights.device), rows)
         if self._warm is not None:  # cold items: out of the softmax, targets renumbered among the warm items
             targets = self._warm_pos.to(targets.device)[targets]
             if (targets < 0).any():
