@@ -25,8 +25,9 @@ def _item_lm(lm, first_id, sizes):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(catalog=catalogs(), data=st.data(), width=st.integers(1, 6), users=st.integers(1, 3))
-def test_fast_beam_search_equals_generate(model, catalog, data, width, users):  # noqa: F811
+@given(catalog=catalogs(), data=st.data(), width=st.integers(1, 6), users=st.integers(1, 3),
+       normalize=st.sampled_from(["level", "trie"]))  # fmt: skip
+def test_fast_beam_search_equals_generate(model, catalog, data, width, users, normalize):  # noqa: F811
     lm, tok, first_id = model
     sizes, codes = catalog
     item_lm, vocab = _item_lm(lm, first_id, sizes)
@@ -35,9 +36,10 @@ def test_fast_beam_search_equals_generate(model, catalog, data, width, users):  
     exclude = exclude if data.draw(st.booleans()) else None
     prompts = [data.draw(st.lists(st.integers(2, 40), min_size=1, max_size=7)) for _ in range(users)]
     want_items, want_scores = generate_items_by_codes(
-        lm, vocab, trie, prompts, tok.pad_token_id, k=width, exclude=exclude, return_scores=True
+        lm, vocab, trie, prompts, tok.pad_token_id, k=width, exclude=exclude, return_scores=True, normalize=normalize
     )
-    got_items, got_scores = beam_search_codes(item_lm, trie, prompts, tok.pad_token_id, width, exclude=exclude)
+    got_items, got_scores = beam_search_codes(item_lm, trie, prompts, tok.pad_token_id, width, exclude=exclude,
+                                              normalize=normalize)  # fmt: skip
     assert got_items == want_items
     for got, want in zip(got_scores, want_scores):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -297,3 +297,61 @@ def test_atomic_losses_are_bit_identical_to_before(paths, name):
     finally:
         torch.set_num_threads(threads)
     assert _losses(paths["root"] / f"base_{name}") == expected
+
+
+def test_trie_loss_normalises_each_code_over_its_prefix_children(paths):
+    """``--sid_loss trie``: each code's cross-entropy runs over the children of its item's prefix in the training
+    trie (by brute force below); with a trie holding every path it equals the level loss (the control)."""
+    from itertools import product
+
+    from llmrec.trie import CodeTrie
+
+    cfg = _cfg(paths, "loss_trie", label_smoothing=0.2, sid_loss="trie", **SID)
+    data = load_prepared(paths["data"])
+    built = build_model(cfg, data)
+    item_lm, vocab, codes = built.item_lm.eval(), built.encoder.vocab, built.sids.codes
+    assert item_lm.code_trie is not None and item_lm.code_trie.num_items == data.num_items
+    examples = build_examples(data.train_sequences()[:6], built.encoder, "sequence", 20)
+    from llmrec.llm.examples import collate
+
+    ids, mask, tmask = collate(examples, list(range(len(examples))), 0)
+    loss, n = item_lm(ids, mask, tmask)
+    trie = item_lm.code_trie
+    with torch.no_grad():
+        h = item_lm.hidden_states(ids, mask)
+        w = item_lm.item_weights()
+        manual = 0.0
+        for b, t in tmask[:, 1:].nonzero().tolist():
+            tok = int(ids[b, t + 1])
+            lvl = int(vocab.level_of(torch.tensor([tok]))[0])
+            s, e = vocab.level_range(lvl)
+            prefix = [int(ids[b, t + 1 - lvl + j]) - vocab.level_start(j) for j in range(lvl)]
+            kids = sorted({int(c[lvl]) for c in trie.codes.tolist() if list(c[:lvl]) == prefix})
+            logits = (h[b, t] @ w[s - vocab.first_id : e - vocab.first_id].T)[kids]
+            logp = logits.log_softmax(-1)
+            nll = -logp[kids.index(tok - s)]
+            manual += float(0.8 * nll - 0.2 * logp.mean())
+    assert n == int(tmask.sum()) and loss.item() == pytest.approx(manual, rel=1e-5)
+    # a trie of every possible path: all codes of a level are children, so the trie loss is the level loss
+    full = np.array(list(product(*[range(s) for s in vocab.level_sizes])))
+    item_lm.set_code_trie(CodeTrie(full, vocab.level_sizes))
+    every, _ = item_lm(ids, mask, tmask)
+    item_lm.set_code_trie(None)
+    level, _ = item_lm(ids, mask, tmask)
+    assert every.item() == pytest.approx(level.item(), rel=1e-5) and loss.item() < level.item()
+    bad = CodeTrie(codes[codes[:, 0] != codes[data.train_sequences()[0][0], 0]], vocab.level_sizes)
+    item_lm.set_code_trie(bad)  # a training item missing from the trie is refused, not silently skipped
+    with pytest.raises(ValueError, match="not in the training trie"):
+        item_lm(ids, mask, tmask)
+
+
+def test_trie_loss_run_trains_and_scores_with_the_same_normalisation(paths):
+    assert cli_main(["train", *_argv(paths, "sem_trie", epochs=6, sid_loss="trie", **SID)]) == 0
+    run = paths["root"] / "sem_trie"
+    rec = load_llm_run(run)
+    assert isinstance(rec, SemanticLLMRecommender) and rec.normalize == "trie"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["valid"]["metrics"]["ndcg@10"] > 0.5
+    _, scores = rec.beams([rec._prompt([0, 1, 2])], None, 12)
+    probs = np.exp(scores[0])  # per-step distributions over the allowed codes: the item probabilities sum to 1
+    assert len(scores[0]) == 12 and probs.sum() == pytest.approx(1.0, abs=1e-4)

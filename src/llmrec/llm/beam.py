@@ -41,8 +41,12 @@ def beam_search_codes(
     pad_id: int,
     width: int,
     exclude: Sequence[Sequence[int]] | None = None,
+    normalize: str = "level",
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Beam search of width ``width`` for each prompt (token id lists, non-empty) of a semantic-ID ``ItemLM``.
+
+    ``normalize``: each step's log-softmax runs over the step's level (``level``) or over the allowed codes only
+    (``trie``: a model trained with ``--sid_loss trie``), as ``CodeTrieLogitsProcessor``'s ``normalize``.
 
     Returns:
         per prompt, up to ``width`` distinct item ids, best first, and their scores (sum of the per-level code
@@ -52,6 +56,8 @@ def beam_search_codes(
         raise ValueError(f"{len(exclude)} exclusion lists for {len(prompts)} prompts")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
+    if normalize not in ("level", "trie"):
+        raise ValueError(f"normalize must be 'level' or 'trie', got {normalize!r}")
     if not prompts:
         return [], []
     vocab, device = item_lm.vocab, item_lm.device
@@ -65,7 +71,7 @@ def beam_search_codes(
     tokens = torch.empty(batch * width, 0, dtype=torch.long)  # [B*W, t] generated code token ids (CPU)
     weights = item_lm.item_weights()
     for step in range(trie.num_levels):
-        cand = _step_scores(hidden, weights, vocab, processor, tokens, step)  # [B*W, C_t]
+        cand = _step_scores(hidden, weights, vocab, processor, tokens, step, normalize)  # [B*W, C_t]
         size = cand.shape[1]
         total = (scores.reshape(-1, 1) + cand).reshape(batch, width * size)
         scores, flat = total.topk(width, dim=1)  # [B, W]
@@ -95,15 +101,19 @@ def _prefill(item_lm, ids: torch.Tensor, mask: torch.Tensor, width: int):
     return hidden, cache, mask.repeat_interleave(width, dim=0), pos[:, -1].repeat_interleave(width)
 
 
-def _step_scores(hidden, weights, vocab, processor, tokens, step: int) -> torch.Tensor:
+def _step_scores(hidden, weights, vocab, processor, tokens, step: int, normalize: str = "level") -> torch.Tensor:
     """``[R, C_t]`` level-``step`` code log-probabilities of each row, ``-inf`` where the trie forbids the code."""
     start, end = vocab.level_range(step)
     first = vocab.first_id
-    logp = (hidden.float() @ weights[start - first : end - first].float().T).log_softmax(-1)  # [R, C_t]
+    logits = hidden.float() @ weights[start - first : end - first].float().T  # [R, C_t]
+    logp = logits.log_softmax(-1) if normalize == "level" else logits
     rows, cols = processor.allowed(tokens)
     out = torch.full_like(logp, float("-inf"))
     rows, cols = rows.to(logp.device), (cols - start).to(logp.device)
     out[rows, cols] = logp[rows, cols]
+    if normalize == "trie":  # rows with no allowed code stay -inf
+        norm = out.logsumexp(-1, keepdim=True)
+        out = torch.where(torch.isfinite(norm), out - norm, out)
     return out
 
 

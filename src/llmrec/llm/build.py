@@ -162,6 +162,9 @@ def build_model(cfg: TrainConfig, data: PreparedData, sids: SemanticIds | None =
     if cfg.content_dropout > 0:
         item_lm.set_text_map(start_text_map(item_lm, text, data.cold_items, cfg.content_dropout, cfg.seed))
     trie = CodeTrie(sids.codes, sids.level_sizes) if semantic else None
+    if semantic and cfg.sid_loss == "trie":  # over the training items' children: no cold leaf is a negative
+        warm = np.setdiff1d(np.arange(sids.num_items), np.fromiter(data.cold_items, dtype=np.int64))
+        item_lm.set_code_trie(CodeTrie(sids.codes[warm], sids.level_sizes))
     return BuiltModel(item_lm, tokenizer, encoder, template, adapted_modules(lm), cf_dim, stats, sids, trie, text)
 
 

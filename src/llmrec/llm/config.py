@@ -30,6 +30,7 @@ ITEM_TEXT_PROJECTIONS = ("orthonormal", "ridge")  # llmrec.items.text.TEXT_PROJE
 ITEM_IDS = ("atomic", "semantic")
 SID_KMEANS = ("exact", "minibatch")  # llmrec.items.semantic.kmeans_estimator
 SID_EMBEDDINGS = ("text", "text+cf")
+SID_LOSSES = ("level", "trie")  # llmrec.llm.model.ItemLM.set_code_trie
 MAX_EVAL_K = 20  # the largest K of llmrec.evaluation.DEFAULT_KS (not imported: it needs torch)
 
 
@@ -129,6 +130,14 @@ class TrainConfig:
     )
     sid_cf_weight: float = field(
         default=1.0, metadata={"help": "--sid_embeddings text+cf: weight of the co-occurrence block."}
+    )
+    sid_loss: str = field(
+        default="level",
+        metadata={
+            "help": "--item_ids semantic: what each code's cross-entropy is normalised over. level: every code "
+            "of its level; trie: only the codes that continue its item's prefix among the training items (the "
+            "choices the constrained beam search has), with the beam normalised the same way."
+        },
     )
     beam_width: int = field(
         default=50,
@@ -286,6 +295,8 @@ class TrainConfig:
             raise ConfigError(f"content_dropout: must be in [0, 1), got {self.content_dropout}")
         if self.item_ids == "semantic" and self.content_dropout:
             raise ConfigError("content_dropout: atomic item tokens only (semantic IDs code new items from their text)")
+        if self.sid_loss not in SID_LOSSES:
+            raise ConfigError(f"sid_loss: expected one of {SID_LOSSES}, got {self.sid_loss!r}")
         if self.item_ids == "semantic" and self.text_projector:
             raise ConfigError("text_projector: atomic item tokens only (semantic IDs code new items from their text)")
         if self.item_ids == "semantic" and self.sid_embeddings == "text+cf" and self.item_cf_dim < 1:

@@ -193,7 +193,7 @@ class Trainer:
         if acc.is_main_process:
             b = self.built
             rec = make_recommender(self.item_lm, b.encoder, b.tokenizer, self.data.catalog, cfg.eval_batch_size,
-                                   trie=b.trie, beam_width=cfg.beam_width)  # fmt: skip
+                                   trie=b.trie, beam_width=cfg.beam_width, normalize=cfg.sid_loss)  # fmt: skip
             res = evaluate(rec.score, self.valid_data, "valid", mask_history=True, batch_size=256,
                            protocol_note=rec.protocol_note)  # fmt: skip
             entry = {"step": state.step, "epoch": state.epoch, **res,

@@ -91,6 +91,7 @@ class ItemLM(nn.Module):
         self.decoder = getattr(base, base.base_model_prefix)
         self.tied = bool(getattr(base.config, "tie_word_embeddings", False)) or base.get_output_embeddings() is None
         self._base = [base]  # a list: not registered as a submodule twice
+        self.code_trie = None  # --sid_loss trie: the training items' CodeTrie (set_code_trie)
         self.text_map = None  # --content_dropout: a llmrec.llm.textmap.LearnedTextMap (set_text_map)
         self.set_cold_items(cold_items)
 
@@ -192,7 +193,8 @@ class ItemLM(nn.Module):
         tmask = target_mask[:, 1:]
         h = hidden[:, :-1][tmask]  # [T, D], the state before each target token
         if self.semantic:
-            return self._code_loss(h, input_ids[:, 1:][tmask])
+            prefixes = self._target_prefixes(input_ids, tmask) if self.code_trie is not None else None
+            return self._code_loss(h, input_ids[:, 1:][tmask], prefixes)
         targets = input_ids[:, 1:][tmask] - self.vocab.first_id  # [T]
         weights = self.item_weights().float()  # [N, D]
         if drop is not None:  # the dropped items' softmax columns are the text map's rows
@@ -207,8 +209,18 @@ class ItemLM(nn.Module):
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum", label_smoothing=self.label_smoothing)
         return loss, targets.numel()
 
-    def _code_loss(self, h: torch.Tensor, tokens: torch.Tensor):
-        """Summed cross-entropy of code-token targets ``tokens`` [T], each over its own level's codes only."""
+    def set_code_trie(self, trie) -> None:
+        """Semantic IDs: normalise each code's cross-entropy over the children of its prefix in ``trie`` (a
+        ``llmrec.trie.CodeTrie`` of the *training* items: warm ones only) instead of over its whole level; ``None``:
+        over the level (``--sid_loss level``)."""
+        if not self.semantic and trie is not None:
+            raise TypeError("a code trie is for semantic-ID models")
+        self.code_trie = trie
+
+    def _code_loss(self, h: torch.Tensor, tokens: torch.Tensor, prefixes: list[torch.Tensor] | None = None):
+        """Summed cross-entropy of code-token targets ``tokens`` [T], each over its own level's codes only, or with
+        ``code_trie`` over the children of its prefix (``prefixes[l]``: [T_l, l] codes of the level-``l`` targets'
+        items so far)."""
         levels = self.vocab.level_of(tokens)  # [T]
         if (levels < 0).any():
             raise ValueError("a target of a semantic-ID model is not a code token")
@@ -218,10 +230,40 @@ class ItemLM(nn.Module):
             sel = levels == lvl
             start, end = self.vocab.level_range(lvl)
             logits = h[sel].float() @ weights[start - first : end - first].T  # [T_l, C_l]
-            loss = loss + nn.functional.cross_entropy(
-                logits, tokens[sel] - start, reduction="sum", label_smoothing=self.label_smoothing
-            )
+            if self.code_trie is None:
+                loss = loss + nn.functional.cross_entropy(
+                    logits, tokens[sel] - start, reduction="sum", label_smoothing=self.label_smoothing
+                )
+            else:
+                loss = loss + self._trie_ce(logits, tokens[sel] - start, prefixes[lvl], lvl)
         return loss, tokens.numel()
+
+    def _trie_ce(self, logits: torch.Tensor, target: torch.Tensor, prefix: torch.Tensor, level: int) -> torch.Tensor:
+        """Summed label-smoothed cross-entropy of ``logits`` [T, C] over the trie children of each ``prefix`` [T, l]
+        (the smoothing spread over those children)."""
+        rows, edges = self.code_trie.children(self.code_trie.walk(prefix.cpu()), level)
+        allowed = torch.zeros(logits.shape, dtype=torch.bool)
+        allowed[rows, self.code_trie.edge_codes(level, edges)] = True
+        allowed = allowed.to(logits.device)
+        if not bool(allowed.gather(1, target[:, None]).all()):
+            raise ValueError("a training target's code path is not in the training trie")
+        logp = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+        nll = -logp.gather(1, target[:, None]).squeeze(1)
+        smooth = -logp.masked_fill(~allowed, 0.0).sum(-1) / allowed.sum(-1)
+        return ((1 - self.label_smoothing) * nll + self.label_smoothing * smooth).sum()
+
+    def _target_prefixes(self, input_ids: torch.Tensor, tmask: torch.Tensor) -> list[torch.Tensor]:
+        """Per level ``l``, ``[T_l, l]`` codes of the preceding code tokens of each level-``l`` target (its own item's
+        first ``l`` codes: an item's code tokens are contiguous), in the order of ``input_ids[:, 1:][tmask]``."""
+        b, t = tmask.nonzero(as_tuple=True)
+        pos = t + 1  # target positions in input_ids
+        levels = self.vocab.level_of(input_ids[b, pos])
+        out = []
+        for lvl in range(self.vocab.num_levels):
+            sel = levels == lvl
+            cols = [input_ids[b[sel], pos[sel] - lvl + j] - self.vocab.level_start(j) for j in range(lvl)]
+            out.append(torch.stack(cols, 1) if cols else torch.zeros(int(sel.sum()), 0, dtype=torch.long))
+        return out
 
     @torch.no_grad()
     def score(self, prompts: list[list[int]], pad_id: int, batch_size: int = 64) -> torch.Tensor:

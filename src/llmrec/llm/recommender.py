@@ -135,9 +135,11 @@ class SemanticLLMRecommender(LLMRecommender):
     """
 
     def __init__(self, item_lm: ItemLM, encoder, tokenizer, catalog: Catalog, trie: CodeTrie, beam_width: int = 50,
-                 batch_size: int = 64, name: str = "llm", exclude_history: bool = False):  # fmt: skip
+                 batch_size: int = 64, name: str = "llm", exclude_history: bool = False,
+                 normalize: str = "level"):  # fmt: skip
         super().__init__(item_lm, encoder, tokenizer, catalog, batch_size=batch_size, name=name)
         self.trie, self.beam_width, self.exclude_history = trie, beam_width, exclude_history
+        self.normalize = normalize  # the beam's per-step normalisation: the run's --sid_loss
         self.sids = None  # the run's SemanticIds (codes and centroids), for add_items (load_llm_run sets them)
 
     def add_items(self, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
@@ -169,7 +171,7 @@ class SemanticLLMRecommender(LLMRecommender):
                 idx = order[start : start + self.batch_size]
                 excl = [exclude[i] for i in idx] if exclude is not None else None
                 found, values = beam_search_codes(self.item_lm, self.trie, [prompts[i] for i in idx], self.pad_id,
-                                                  width, exclude=excl)  # fmt: skip
+                                                  width, exclude=excl, normalize=self.normalize)  # fmt: skip
                 for row, i in enumerate(idx):
                     items[i], scores[i] = found[row], values[row]
         finally:
@@ -199,17 +201,20 @@ class SemanticLLMRecommender(LLMRecommender):
         self.item_lm.eval()
         try:
             return generate_items_by_codes(self.item_lm.lm, self.item_lm.vocab, self.trie, [self._prompt(history)],
-                                           self.pad_id, k=k, exclude=exclude, do_sample=True)[0]  # fmt: skip
+                                           self.pad_id, k=k, exclude=exclude, do_sample=True,
+                                           normalize=self.normalize)[0]  # fmt: skip
         finally:
             self.item_lm.train(was_training)
 
 
 def make_recommender(item_lm: ItemLM, encoder, tokenizer, catalog: Catalog, batch_size: int = 64, name: str = "llm",
-                     trie: CodeTrie | None = None, beam_width: int = 50) -> LLMRecommender:  # fmt: skip
-    """An ``LLMRecommender``, or with a ``trie`` (semantic IDs) a ``SemanticLLMRecommender``."""
+                     trie: CodeTrie | None = None, beam_width: int = 50, normalize: str = "level") -> LLMRecommender:  # fmt: skip
+    """An ``LLMRecommender``, or with a ``trie`` (semantic IDs) a ``SemanticLLMRecommender`` (``normalize``: its
+    beam's per-step normalisation, the run's ``--sid_loss``)."""
     if trie is None:
         return LLMRecommender(item_lm, encoder, tokenizer, catalog, batch_size=batch_size, name=name)
-    return SemanticLLMRecommender(item_lm, encoder, tokenizer, catalog, trie, beam_width, batch_size, name)
+    return SemanticLLMRecommender(item_lm, encoder, tokenizer, catalog, trie, beam_width, batch_size, name,
+                                  normalize=normalize)  # fmt: skip
 
 
 def load_llm_run(
@@ -271,7 +276,8 @@ def load_llm_run(
     name = f"{info.get('model', 'llm')}:{run.name}"
     trie = CodeTrie(sids.codes, sids.level_sizes) if semantic else None
     width = beam_width or cfg.get("beam_width", 50)
-    rec = make_recommender(item_lm, encoder, tokenizer, catalog, batch_size, name, trie=trie, beam_width=width)
+    rec = make_recommender(item_lm, encoder, tokenizer, catalog, batch_size, name, trie=trie, beam_width=width,
+                           normalize=cfg.get("sid_loss", "level"))  # fmt: skip
     cf_dim = cfg.get("item_cf_dim", 0) if semantic and cfg.get("sid_embeddings", "text") == "text+cf" else 0
     encoder, remote = cfg.get("item_text_encoder", "minilm"), cfg.get("trust_remote_code", False)
     rec.item_text = NewItemText(encoder, cfg["model"], remote, cf_dim, cfg.get("sid_cf_weight", 1.0))
