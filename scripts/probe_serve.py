@@ -3,13 +3,16 @@
 
 Starts nothing: point it at a server. Every request is bad on purpose (oversize and chunked oversize bodies, foreign
 Host headers, wrong types, NaN/Infinity, malformed JSON, invalid UTF-8, deep nesting, huge integers, unknown routes,
-wrong methods and content types, missing/wrong feedback tokens, out-of-range values), the kinds taken in turn.
+wrong methods and content types, missing/wrong feedback tokens, out-of-range values, and bad changes to the live
+catalog: `POST /items` / `DELETE /items/...` without or with a wrong token, with bad fields, for unknown items),
+the kinds taken in turn.
 
-    python scripts/probe_serve.py --url http://127.0.0.1:8000 [--token TOKEN] [--requests 1000] [--concurrency 32]
+    python scripts/probe_serve.py --url http://127.0.0.1:8000 [--token TOKEN] [--admin-token TOKEN]
+        [--requests 1000] [--concurrency 32]
 
 Passes when no answer is a 5xx or a 2xx, every 4xx has the body {"error": "...", "field": "..."}, no request fails
 at the transport level, and /health answers 200 afterwards. Prints counts by status and by kind, then one JSON line;
-exits 1 on failure. It writes nothing to the server's feedback log (no request is valid).
+exits 1 on failure. It writes nothing to the server's feedback log or catalog overlay (no request is valid).
 """
 
 from __future__ import annotations
@@ -49,9 +52,12 @@ def _chunks(total: int, size: int = 64 * 1024) -> Callable:
     return gen
 
 
-def probes(body_limit: int, token: str) -> dict[str, Callable[[], Probe]]:
-    """Kind -> a factory of one bad request. ``token``: the server's feedback token, if known ("" if not)."""
+def probes(body_limit: int, token: str, admin_token: str = "") -> dict[str, Callable[[], Probe]]:
+    """Kind -> a factory of one bad request. ``token``, ``admin_token``: the server's feedback and admin tokens, if
+    known ("" if not; the admin probes then stop at the missing token)."""
     auth = {"authorization": f"Bearer {token}"} if token else {}
+    admin = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+    item = {"raw_id": "probe-item", "title": "a probe item", "text": ""}
     fb = {"user": "probe", "item": "no-such-item", "event": "click"}
     big = body_limit + 1024
     return {
@@ -89,6 +95,18 @@ def probes(body_limit: int, token: str) -> dict[str, Callable[[], Probe]]:
         "click_value": lambda: _json("/feedback", {**fb, "value": 3}, auth),
         "bad_query": lambda: Probe("GET", "/items?query=a&limit=" + "9" * 5000, {}),
         "missing_query": lambda: Probe("GET", "/items", {}),
+        # the live catalog (POST /items, DELETE /items/{raw_id}): never a valid change
+        "items_no_token": lambda: _json("/items", item),
+        "items_wrong_token": lambda: _json("/items", item, {"authorization": "Bearer wrong-" + "x" * 100}),
+        "items_feedback_token": lambda: _json("/items", item, auth),
+        "items_missing_title": lambda: _json("/items", {"raw_id": "probe-item"}, admin),
+        "items_title_newline": lambda: _json("/items", {**item, "title": "two\nlines"}, admin),
+        "items_title_long": lambda: _json("/items", {**item, "title": "t" * 20_000}, admin),
+        "items_raw_id_number": lambda: _json("/items", {**item, "raw_id": 7}, admin),
+        "items_unknown_key": lambda: _json("/items", {**item, "price": 3}, admin),
+        "items_not_object": lambda: _json("/items", [item], admin),
+        "delete_no_token": lambda: Probe("DELETE", "/items/probe-item", {}),
+        "delete_unknown_item": lambda: Probe("DELETE", "/items/no-such-item-" + "x" * 50, admin),
     }
 
 
@@ -110,7 +128,7 @@ def check(status: int, body: bytes) -> str:
 async def run(args: argparse.Namespace) -> dict:
     import httpx
 
-    kinds = probes(args.body_limit, args.token)
+    kinds = probes(args.body_limit, args.token, args.admin_token)
     names = list(kinds)
     by_status: Counter = Counter()
     by_kind: dict[str, Counter] = {name: Counter() for name in names}
@@ -157,6 +175,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:8000")
     ap.add_argument("--token", default="", help="the server's feedback token (probes validation behind auth)")
+    ap.add_argument("--admin-token", default="", help="the server's admin token (probes item validation behind auth)")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--body-limit", type=int, default=1 << 20, help="the server's --max_body_bytes")

@@ -226,12 +226,13 @@ def _rss_mb(pid: int) -> float:
 def test_probe_and_huge_bodies_against_a_real_server(pop_run, tmp_path):
     """scripts/probe_serve.py finds no 5xx and no non-uniform 4xx; 20 MB bodies are refused in bounded memory."""
     port, log = free_port(), tmp_path / "events.sqlite"
-    proc = _start_server(pop_run, port, log, "--feedback_token", "probe-token")
+    admin = "probe-admin-token-0123456789"
+    proc = _start_server(pop_run, port, log, "--feedback_token", "probe-token", "--admin_token", admin)
     base = f"http://127.0.0.1:{port}"
     try:
         probe = subprocess.run(
             [sys.executable, str(REPO / "scripts" / "probe_serve.py"), "--url", base, "--token", "probe-token"]
-            + ["--requests", "200", "--concurrency", "32"],
+            + ["--admin-token", admin, "--requests", "200", "--concurrency", "32"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -239,6 +240,9 @@ def test_probe_and_huge_bodies_against_a_real_server(pop_run, tmp_path):
         assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
         report = json.loads(probe.stdout.strip().splitlines()[-1])
         assert report["ok"] and sum(report["by_status"].values()) == 200
+        kinds = report["by_kind"]
+        assert set(kinds["items_no_token"]) == {"401"} and set(kinds["items_feedback_token"]) == {"401"}
+        assert set(kinds["items_missing_title"]) == {"422"} and set(kinds["delete_unknown_item"]) == {"404"}
         assert not any(s.startswith("5") for s in report["by_status"])
         before = _rss_mb(proc.pid)
         huge = b" " * (20 << 20)
@@ -258,6 +262,8 @@ def test_probe_and_huge_bodies_against_a_real_server(pop_run, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     assert sqlite3.connect(log).execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0  # no bad event stored
+    overlay = pop_run / "catalog_overlay.json"  # and no bad catalog change
+    assert not overlay.exists() or json.loads(overlay.read_text()).get("added", []) == []
 
 
 # ---------------------------------------------------------------- `llmrec serve` failing fast, in one line
