@@ -130,11 +130,15 @@ def to_markdown(rows: list[dict], split: str, targets: str = "all") -> str:
         vals = [f"{v:.4f}" if isinstance(v, float) else "—" for v in r["metrics"].values()]
         t = r["train_time_s"]
         lines.append(
-            f"| {r['model']} | {Path(r['run']).name} | " + " | ".join(vals) + f" | {t if t is not None else '—'} |"
+            f"| {r['model']} | {Path(r['run']).name} | "
+            + " | ".join(vals)
+            + f" | {f'{t:.0f}' if t is not None else '—'} |"
         )
     notes = [f"- {Path(r['run']).name}: {r['scoring']}" for r in rows if r.get("scoring")]
     if notes:
         lines += ["", "Scoring (every other run scores the whole catalog):", *notes]
+        lines += ["", "AUC of a beam-scored run counts every item outside its beams as ranked last (pessimistic ties), so "
+                  "it is not comparable with the AUC of a run that scores the whole catalog."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
