@@ -106,6 +106,13 @@ def generate_items(
     return new.tolist()
 
 
+def log_normalize_allowed(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` [R, V] (``-inf`` where not allowed) as a log-softmax over each row's allowed entries; a row with
+    none allowed stays ``-inf`` instead of NaN."""
+    norm = scores.logsumexp(-1, keepdim=True)
+    return torch.where(torch.isfinite(norm), scores - norm, scores)
+
+
 class CodeTrieLogitsProcessor(LogitsProcessor):
     """Allow only code tokens that continue a catalog path; optionally forbid each user's excluded items.
 
@@ -166,9 +173,8 @@ class CodeTrieLogitsProcessor(LogitsProcessor):
             values = scores[rows, cols].float()
         out = torch.full(scores.shape, float("-inf"), device=scores.device)
         out[rows, cols] = values
-        if self.normalize == "trie":  # rows with no allowed token stay -inf instead of NaN
-            norm = out.logsumexp(-1, keepdim=True)
-            out = torch.where(torch.isfinite(norm), out - norm, out)
+        if self.normalize == "trie":
+            out = log_normalize_allowed(out)
         return out.to(scores.dtype)
 
 

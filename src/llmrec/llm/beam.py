@@ -29,7 +29,7 @@ import torch
 from transformers import DynamicCache
 
 from llmrec.batching import pad_sequences
-from llmrec.decoding import CodeTrieLogitsProcessor
+from llmrec.decoding import CodeTrieLogitsProcessor, log_normalize_allowed
 from llmrec.trie import CodeTrie
 
 
@@ -111,10 +111,7 @@ def _step_scores(hidden, weights, vocab, processor, tokens, step: int, normalize
     out = torch.full_like(logp, float("-inf"))
     rows, cols = rows.to(logp.device), (cols - start).to(logp.device)
     out[rows, cols] = logp[rows, cols]
-    if normalize == "trie":  # rows with no allowed code stay -inf
-        norm = out.logsumexp(-1, keepdim=True)
-        out = torch.where(torch.isfinite(norm), out - norm, out)
-    return out
+    return log_normalize_allowed(out) if normalize == "trie" else out
 
 
 def _collect(items: torch.Tensor, scores: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:

@@ -26,12 +26,11 @@ from llmrec.data import PreparedData
 from llmrec.items.atomic import add_item_tokens, resize_for_items
 from llmrec.items.cooccurrence import cooccurrence_factors
 from llmrec.items.init import add_cooccurrence_rows, init_item_embeddings
-from llmrec.items.projector import fit_projector
 from llmrec.items.semantic import SemanticIds, concat_embeddings, kmeans_estimator, rq_kmeans_warm
 from llmrec.items.semantic_vocab import add_sid_tokens, init_code_rows
 from llmrec.items.text import TextEmbeddings, item_text_embeddings
 from llmrec.items.text_models import EncoderSpec
-from llmrec.llm.coldrows import row_sets
+from llmrec.llm.coldrows import fit_warm_projector
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.loading import cache_root, load_causal_lm
 from llmrec.llm.lora import adapted_modules, apply_lora
@@ -172,8 +171,7 @@ def start_text_map(item_lm: ItemLM, text: TextEmbeddings, cold_items, rate: floa
     """The content-dropout text map, started from the ridge projector of the initial warm rows."""
     cold = torch.zeros(item_lm.vocab.num_items, dtype=torch.bool)
     cold[list(cold_items)] = True
-    warm_rows = {name: rows.detach()[~cold] for name, rows in row_sets(item_lm).items()}
-    projector = fit_projector(warm_rows, text.vectors[~cold], text.has[~cold], text.encoder, text.model, seed)
+    projector = fit_warm_projector(item_lm, text, cold_items, seed)
     return LearnedTextMap(projector, text.vectors, text.has, text.has.bool() & ~cold, rate)
 
 

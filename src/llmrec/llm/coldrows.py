@@ -37,6 +37,23 @@ def write_rows(item_lm: ItemLM, items: torch.Tensor, projector: TextProjector, v
         rows[items.to(rows.device)] = new.to(device=rows.device, dtype=rows.dtype)
 
 
+def _cold_mask(num_items: int, cold_items: Collection[int]) -> torch.Tensor:
+    cold = torch.zeros(num_items, dtype=torch.bool)
+    cold[list(cold_items)] = True
+    return cold
+
+
+@torch.no_grad()
+def fit_warm_projector(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collection[int], seed: int = 0):
+    """The ridge text projector fitted from the warm items' text embeddings to their current rows."""
+    n = item_lm.vocab.num_items
+    if text.vectors.shape[0] != n:
+        raise ValueError(f"text embeddings for {text.vectors.shape[0]} items, the model has {n}")
+    warm = ~_cold_mask(n, cold_items)
+    warm_rows = {name: rows.detach()[warm.to(rows.device)] for name, rows in row_sets(item_lm).items()}
+    return fit_projector(warm_rows, text.vectors[warm], text.has[warm], text.encoder, text.model, seed)
+
+
 @torch.no_grad()
 def project_cold_rows(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collection[int], seed: int = 0):
     """Fit the text projector on the warm items' rows and write the cold items' rows; returns the projector.
@@ -53,15 +70,10 @@ def project_cold_rows(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collect
     n = item_lm.vocab.num_items
     if text.vectors.shape[0] != n:
         raise ValueError(f"text embeddings for {text.vectors.shape[0]} items, the model has {n}")
-    cold = torch.zeros(n, dtype=torch.bool)
-    cold[list(cold_items)] = True
     if item_lm.text_map is not None:
         projector = item_lm.text_map.to_projector()
-        idx = cold.nonzero().squeeze(1)
-        write_rows(item_lm, idx, projector, text.vectors[idx], text.has[idx])
-        return projector
-    warm_rows = {name: rows.detach()[~cold.to(rows.device)] for name, rows in row_sets(item_lm).items()}
-    projector = fit_projector(warm_rows, text.vectors[~cold], text.has[~cold], text.encoder, text.model, seed)
-    idx = cold.nonzero().squeeze(1)
+    else:
+        projector = fit_warm_projector(item_lm, text, cold_items, seed)
+    idx = _cold_mask(n, cold_items).nonzero().squeeze(1)
     write_rows(item_lm, idx, projector, text.vectors[idx], text.has[idx])
     return projector

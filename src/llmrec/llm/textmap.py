@@ -49,10 +49,11 @@ class LearnedTextMap(nn.Module):
         # plain attributes, not buffers: DDP would broadcast an [N, E] buffer at every forward
         self.vectors, self.has = vectors.float().cpu(), has.bool().cpu()
         self.droppable = droppable.bool().cpu()
+        self._pool = self.droppable.nonzero().squeeze(1)  # [P] the droppable item ids, drawn from at every step
 
     def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """``[M]`` long, sorted: the items dropped in this step (each droppable one with ``rate``; ``M >= 1``)."""
-        pool = self.droppable.nonzero().squeeze(1)
+        pool = self._pool
         keep = torch.rand(len(pool), generator=generator) < self.rate
         if not keep.any():  # never an empty step: every process must use the map's parameters (DDP)
             keep[torch.randint(len(pool), (1,), generator=generator)] = True
