@@ -127,7 +127,7 @@ def _train(llm, out, data="cold", model="model", **kw):
 
 @pytest.mark.parametrize("model", ["model", "untied"])
 def test_atomic_llm_adds_items_from_their_text(llm, model):
-    cfg = _train(llm, f"atomic_{model}", model=model)
+    cfg = _train(llm, f"atomic_{model}", model=model, cold_rows="projector")
     data = load_prepared(cfg.data)
     rec = load_llm_run(llm["root"] / f"atomic_{model}")
     assert rec.projector is not None
@@ -164,7 +164,7 @@ def test_atomic_llm_without_a_projector_adds_the_mean_row(llm):
 
 
 def test_text_projector_option_on_warm_data(llm):
-    cfg = _train(llm, "atomic_warm_proj", data="warm", text_projector="true")
+    cfg = _train(llm, "atomic_warm_proj", data="warm", text_projector="true", cold_rows="projector")
     rec = load_llm_run(llm["root"] / "atomic_warm_proj")
     assert rec.projector is not None and set(rec.projector.maps) == {"input"}
     n, data = rec.num_items, load_prepared(cfg.data)
@@ -175,7 +175,7 @@ def test_text_projector_option_on_warm_data(llm):
     from llmrec.config import ConfigError
 
     with pytest.raises(ConfigError, match="^text_projector:"):
-        _train(llm, "never", item_ids="semantic", text_projector="true")
+        _train(llm, "never", item_ids="semantic", text_projector="true", cold_rows="projector")
 
 
 def test_semantic_llm_adds_items_as_new_trie_leaves(llm):

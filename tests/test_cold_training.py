@@ -119,7 +119,7 @@ def test_atomic_loss_ignores_the_cold_rows_entirely(paths):
 
 
 def test_atomic_cold_rows_are_projected_from_text_and_saved(paths):
-    cfg = _cfg(paths, "atomic_projected", item_cf_dim=0)
+    cfg = _cfg(paths, "atomic_projected", item_cf_dim=0, cold_rows="projector")
     data = load_prepared(cfg.data)
     from llmrec.llm.loop import train
 
@@ -299,7 +299,7 @@ def test_content_dropout_saves_the_learned_map_and_writes_the_cold_rows_with_it(
     from llmrec.llm.build import item_text_embeddings_for, start_text_map
     from llmrec.llm.loop import train
 
-    cfg = _cfg(paths, "atomic_learned", item_cf_dim=0, content_dropout=0.5)
+    cfg = _cfg(paths, "atomic_learned", item_cf_dim=0, content_dropout=0.5, cold_rows="projector")
     data = load_prepared(cfg.data)
     train(cfg)
     run = paths["root"] / "atomic_learned"

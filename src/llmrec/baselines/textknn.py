@@ -1,7 +1,7 @@
 """TextKNN: the training-free content baseline (``llmrec baseline textknn``), the classic cold-start reference.
 
 Score of item ``i`` for a history ``h``: the cosine between ``i``'s text embedding and the mean text embedding of
-the last ``textknn_history`` items of ``h`` (``llmrec.items.text``: ``item_text`` of title + text, encoded by
+the last ``textknn_history`` items of ``h`` (``llmrec.items.neighbors.history_similarity``; ``llmrec.items.text``: ``item_text`` of title + text, encoded by
 ``--textknn_encoder``, ``minilm`` by default). Nothing is learned from the interactions, so an item no user has
 touched (a cold item of ``llmrec prepare --cold_items``) is scored like any other, from its text alone.
 
@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmrec.baselines.base import ModelArgs
+from llmrec.items.neighbors import DEFAULT_LAST_K, history_similarity
 
 NO_TEXT_SCORE = -2.0  # below any cosine: items without a text embedding rank last
-DEFAULT_HISTORY = 5
+DEFAULT_HISTORY = DEFAULT_LAST_K
 
 
 def text_encoder_spec(name: str):
@@ -102,16 +103,6 @@ class TextKNN(nn.Module):
     @torch.no_grad()
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, num_items]`` cosine scores (``NO_TEXT_SCORE`` for items without text)."""
-        k = int(self.last_k)
-        dim = self.vectors.shape[1]
-        rows = torch.cat([self.vectors, self.vectors.new_zeros(1, dim)])  # row N: padding, a zero vector
-        width = max((min(len(h), k) for h in histories), default=0) or 1
-        idx = torch.full((len(histories), width), self.num_items, dtype=torch.int64)
-        for b, h in enumerate(histories):
-            last = list(h)[-k:]
-            if last:
-                idx[b, : len(last)] = torch.as_tensor(last, dtype=torch.int64)
-        query = F.normalize(rows[idx.to(rows.device)].sum(1), dim=1)  # [B, E]; zero without any text item
-        scores = query @ self.vectors.T  # [B, N]
+        scores = history_similarity(self.vectors, histories, int(self.last_k))
         has_text = self.vectors.abs().sum(1) > 0
         return scores.masked_fill(~has_text, NO_TEXT_SCORE)

@@ -1,11 +1,13 @@
 """``add_items`` of the LLM recommenders: items appended to a trained run's catalog, scored at once, no retraining.
 
 Atomic item tokens (``add_atomic_items``): each new item gets a new item token ``<|item_{N+j}|>`` (the tokenizer and
-the embedding matrices grow by one row per item, and an untied head's too) whose rows are the run's text projector
-(``text_projector.safetensors``, ``llmrec.items.projector``) applied to the item's text embedding under the run's
-``--item_text_encoder``, exactly as the cold-start items of a ``--cold_items`` run got theirs. A run without a
-projector (trained on a data set without cold items) gives a new item the mean of the item rows instead: the
-honest fallback of an ID model, it scores like an average item.
+the embedding matrices grow by one row per item, and an untied head's too) whose rows come from the item's text
+embedding under the run's ``--item_text_encoder``, exactly as the cold-start items of a ``--cold_items`` run got
+theirs (``--cold_rows``): with ``knn`` the mean rows of its nearest trained items (``item_text.safetensors``,
+``llmrec.items.neighbors``), with ``projector`` the run's text projector (``text_projector.safetensors``,
+``llmrec.items.projector``). Its text joins the run's item texts, so ``--text_fusion`` scores it too. A run with
+neither (trained on a data set without cold items) gives a new item the mean of the item rows instead: the honest
+fallback of an ID model, it scores like an average item.
 
 Semantic IDs (``add_semantic_items``): each new item gets a code path from its text embedding (``assign_codes``
 against the run's centroids: the nearest centroid of each level's residual, and a free value of the disambiguation
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from llmrec.items.atomic import extend_item_tokens, resize_for_items
+from llmrec.items.neighbors import nearest_rows
 from llmrec.items.semantic import SemanticIds, assign_codes, concat_embeddings
 from llmrec.items.semantic_vocab import extend_last_level
 from llmrec.items.text import TextEmbeddings, encode_item_texts
@@ -83,12 +86,20 @@ def add_atomic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts: 
     catalog, n, m = _extended(rec, raw_ids, titles, texts)
     if not m:
         return []
-    item_lm, projector = rec.item_lm, rec.projector
-    new = {name: rows.detach().float().mean(0, keepdim=True).expand(m, -1) for name, rows in row_sets(item_lm).items()}
-    if projector is not None:
-        emb = rec.item_text.embed(list(titles), list(texts))
-        if emb.dim != projector.dim:
-            raise ValueError(f"text embeddings of width {emb.dim}; the run's text projector expects {projector.dim}")
+    item_lm, projector, known = rec.item_lm, rec.projector, rec.texts
+    sets = row_sets(item_lm)
+    new = {name: rows.detach().float().mean(0, keepdim=True).expand(m, -1) for name, rows in sets.items()}
+    knn = rec.cold_rows == "knn" and known is not None
+    emb = rec.item_text.embed(list(titles), list(texts)) if (projector is not None or known is not None) else None
+    widths = {"item texts": known.vectors.shape[1] if known is not None else None,
+              "text projector": projector.dim if projector is not None else None}  # fmt: skip
+    for what, width in widths.items():
+        if width is not None and emb.dim != width:
+            raise ValueError(f"text embeddings of width {emb.dim}; the run's {what} have width {width}")
+    if knn:
+        new = {name: nearest_rows(rows.detach(), known.vectors, known.trained, emb.vectors, rec.cold_knn)
+               for name, rows in sets.items()}  # fmt: skip
+    elif projector is not None:
         new.update({name: projector.maps[name].rows(emb.vectors, emb.has) for name in new if name in projector.maps})
     vocab = extend_item_tokens(rec.tokenizer, item_lm.vocab, m)
     resize_for_items(item_lm.lm, vocab)
@@ -96,6 +107,8 @@ def add_atomic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts: 
     for name, rows in row_sets(item_lm).items():
         rows[n:] = new[name].to(device=rows.device, dtype=rows.dtype)
     rec.encoder, rec.catalog = _encoder(rec, vocab, catalog), catalog
+    if known is not None:  # its text joins the run's (untrained): --text_fusion scores it
+        rec.texts = known.extended(emb.vectors)
     return list(range(n, n + m))
 
 

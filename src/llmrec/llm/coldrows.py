@@ -1,6 +1,11 @@
 """Rows for atomic items training never saw: the cold-start items of the data set, and items added later.
 
-``project_cold_rows`` fits the ridge text projector (``llmrec.items.projector``) from the warm items' text
+Two ways (``--cold_rows``): ``knn`` (default) copies the mean trained rows of each cold item's ``--cold_knn`` nearest
+warm items by text cosine (``llmrec.items.neighbors.nearest_rows``); ``projector`` maps its text embedding through
+the text projector. Measured on Amazon Beauty with 5% cold items (docs/results.md, "Cold-start items"): the
+projector's rows sit near the warm mean and no cold item reaches a top 10; the nearest trained item's row does.
+
+With ``projector``, ``project_cold_rows`` fits the ridge text projector (``llmrec.items.projector``) from the warm items' text
 embeddings to their current trained rows (input rows, and an untied head's output rows separately) and writes
 the projected rows of the cold items into the model, in place. The training loop calls it before every
 validation and before the adapter is saved, so the saved adapter holds them and ``text_projector.safetensors``
@@ -15,6 +20,7 @@ from collections.abc import Collection
 
 import torch
 
+from llmrec.items.neighbors import ItemTexts, nearest_rows, unit_rows
 from llmrec.items.projector import TextProjector, fit_projector
 from llmrec.items.text import TextEmbeddings
 from llmrec.llm.model import ItemLM, item_rows
@@ -54,22 +60,44 @@ def fit_warm_projector(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collec
     return fit_projector(warm_rows, text.vectors[warm], text.has[warm], text.encoder, text.model, seed)
 
 
-@torch.no_grad()
-def project_cold_rows(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collection[int], seed: int = 0):
-    """Fit the text projector on the warm items' rows and write the cold items' rows; returns the projector.
+def run_item_texts(text: TextEmbeddings, cold_items: Collection[int], fusion: float = 0.0) -> ItemTexts:
+    """The run's ``ItemTexts`` (saved as ``item_text.safetensors``): unit text rows, every warm item trained."""
+    return ItemTexts(unit_rows(text.vectors), ~_cold_mask(len(text.vectors), cold_items), text.encoder, text.model,
+                     fusion)  # fmt: skip
 
-    With content dropout (``item_lm.text_map``, ``llmrec.llm.textmap``) nothing is fitted: the learned map is the
-    projector.
+
+@torch.no_grad()
+def knn_cold_rows(item_lm: ItemLM, texts: ItemTexts, cold_items: Collection[int], k: int = 1) -> None:
+    """Write each cold item's rows: the mean of its ``k`` nearest warm items' current rows (text cosine)."""
+    idx = _cold_mask(item_lm.vocab.num_items, cold_items).nonzero().squeeze(1)
+    if len(idx) == 0:
+        return
+    for rows in row_sets(item_lm).values():
+        rows[idx.to(rows.device)] = nearest_rows(rows.detach(), texts.vectors, texts.trained, texts.vectors[idx], k)
+
+
+@torch.no_grad()
+def project_cold_rows(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collection[int], seed: int = 0,
+                      method: str = "projector", k: int = 1):  # fmt: skip
+    """Write the cold items' rows from their text (``method``: ``knn`` or ``projector``); returns the projector.
+
+    ``projector``: the ridge text projector fitted on the warm items' rows, or with content dropout
+    (``item_lm.text_map``, ``llmrec.llm.textmap``) the learned map, nothing fitted. ``knn``: ``knn_cold_rows``;
+    returns None.
 
     Args:
         item_lm: an atomic-item model (its ``vocab.num_items`` rows match ``text``'s).
         text: every catalog item's text embeddings.
         cold_items: the items to write (``PreparedData.cold_items``).
         seed: the projector's held-out split.
+        method, k: ``--cold_rows``, ``--cold_knn``.
     """
     n = item_lm.vocab.num_items
     if text.vectors.shape[0] != n:
         raise ValueError(f"text embeddings for {text.vectors.shape[0]} items, the model has {n}")
+    if method == "knn":
+        knn_cold_rows(item_lm, run_item_texts(text, cold_items), cold_items, k)
+        return None
     if item_lm.text_map is not None:
         projector = item_lm.text_map.to_projector()
     else:

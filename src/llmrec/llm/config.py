@@ -28,6 +28,7 @@ ITEM_INITS = ("title", "random", "text")  # llmrec.items.init.ITEM_INITS (not im
 ITEM_TEXT_ENCODERS = ("minilm", "lm")  # llmrec.items.text_models.TEXT_ENCODERS
 ITEM_TEXT_PROJECTIONS = ("orthonormal", "ridge")  # llmrec.items.text.TEXT_PROJECTIONS
 ITEM_IDS = ("atomic", "semantic")
+COLD_ROWS = ("knn", "projector")  # llmrec.llm.coldrows
 SID_KMEANS = ("exact", "minibatch")  # llmrec.items.semantic.kmeans_estimator
 SID_EMBEDDINGS = ("text", "text+cf")
 SID_LOSSES = ("level", "trie")  # llmrec.llm.model.ItemLM.set_code_trie
@@ -97,6 +98,23 @@ class TrainConfig:
             "(DropoutNet): at each step every warm item with a text is dropped with this probability, and its "
             "input and output rows are then the projector's rows of its text. Cold and added items get these "
             "rows (llmrec.llm.textmap). 0: the ridge projector fitted after training."
+        },
+    )
+    cold_rows: str = field(
+        default="knn",
+        metadata={
+            "help": "Atomic item tokens: rows of items training never saw (cold items, items added later): knn, "
+            "the mean rows of their --cold_knn nearest trained items by text cosine (llmrec.items.neighbors); "
+            "projector, the text projector's rows (the ridge fit, or the map trained by --content_dropout)."
+        },
+    )
+    cold_knn: int = field(default=1, metadata={"help": "--cold_rows knn: trained neighbours averaged."})
+    text_fusion: float = field(
+        default=0.0,
+        metadata={
+            "help": "Atomic item tokens: add this weight times the text cosine between each item and the last 5 "
+            "history items (the textknn score) to the LM's item logits, at every inference. 0: off; -1: select "
+            "the weight on the validation subsample after training, from llmrec.llm.fusion.FUSION_GRID."
         },
     )
     item_ids: str = field(
@@ -297,6 +315,16 @@ class TrainConfig:
             raise ConfigError("content_dropout: atomic item tokens only (semantic IDs code new items from their text)")
         if self.sid_loss not in SID_LOSSES:
             raise ConfigError(f"sid_loss: expected one of {SID_LOSSES}, got {self.sid_loss!r}")
+        if self.cold_rows not in COLD_ROWS:
+            raise ConfigError(f"cold_rows: expected one of {COLD_ROWS}, got {self.cold_rows!r}")
+        if self.cold_knn < 1:
+            raise ConfigError(f"cold_knn: must be >= 1, got {self.cold_knn}")
+        if self.text_fusion < 0 and self.text_fusion != -1:
+            raise ConfigError(
+                f"text_fusion: must be >= 0 (a weight) or -1 (select on validation), got {self.text_fusion}"
+            )
+        if self.item_ids == "semantic" and self.text_fusion:
+            raise ConfigError("text_fusion: atomic item tokens only (a beam run scores only its beam items)")
         if self.item_ids == "semantic" and self.text_projector:
             raise ConfigError("text_projector: atomic item tokens only (semantic IDs code new items from their text)")
         if self.item_ids == "semantic" and self.sid_embeddings == "text+cf" and self.item_cf_dim < 1:

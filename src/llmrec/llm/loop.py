@@ -13,8 +13,11 @@ weights); FSDP and DeepSpeed shard the weights and are refused with a clear erro
 ``--resume`` restores adapter, optimizer, scheduler, per-process RNG and the position inside the epoch.
 
 Cold-start items (``llmrec prepare --cold_items``) never reach training (``llmrec.llm.build``); with atomic item
-tokens their rows are projected from their text before every validation and before the adapter is saved
-(``llmrec.llm.coldrows``), and the projector is saved with the best adapter as ``text_projector.safetensors``.
+tokens their rows are written from their text before every validation and before the adapter is saved
+(``llmrec.llm.coldrows``: the nearest warm items' rows, or the text projector, then saved with the best adapter as
+``text_projector.safetensors``). An atomic run that keeps item texts saves them as ``item_text.safetensors``; with
+``--text_fusion -1`` the fusion weight is selected on the validation subsample before the test
+(``llmrec.llm.fusion``).
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ from tqdm.auto import tqdm
 from llmrec.config import ConfigError, save_config
 from llmrec.data import PreparedData, load_prepared
 from llmrec.evaluation import evaluate
+from llmrec.items.neighbors import save_item_text
 from llmrec.items.projector import save_projector
 from llmrec.items.semantic import SemanticIds
-from llmrec.llm.build import BuiltModel, build_model, fits_text_projector
+from llmrec.llm.build import BuiltModel, build_model, needs_item_text
 from llmrec.llm.checkpoint import load_checkpoint, save_adapter, save_checkpoint
-from llmrec.llm.coldrows import project_cold_rows
+from llmrec.llm.coldrows import project_cold_rows, run_item_texts
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.examples import build_examples, collate, epoch_batches
+from llmrec.llm.fusion import select_fusion
 from llmrec.llm.optim import make_optimizer, make_scheduler
 from llmrec.llm.recommender import load_llm_run, make_recommender
 from llmrec.llm.rundir import apply_plan, check_resumed_codes, plan_train_dir, trim_log, write_train_run
@@ -84,7 +89,7 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(built.item_lm, optimizer)
         self.item_lm = acc.unwrap_model(self.model)
         self.valid_data = data.subsample(cfg.eval_users, cfg.seed)
-        self.cold_text = built.text if fits_text_projector(cfg, data) else None  # project the cold rows from it
+        self.cold_text = built.text if needs_item_text(cfg, data) else None  # the cold rows come from it
         self.state = LoopState()
         if resume:
             check_resumed_codes(built, self.run_dir)
@@ -94,6 +99,8 @@ class Trainer:
                 trim_log(self.run_dir / "train_log.jsonl", self.state.step)
         elif acc.is_main_process:
             write_train_run(cfg, data, built, self.run_dir)
+        if acc.is_main_process and self.cold_text is not None:  # static: written at once, not only with a best
+            save_item_text(run_item_texts(self.cold_text, data.cold_items, max(cfg.text_fusion, 0.0)), self.run_dir)
         acc.wait_for_everyone()
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -177,13 +184,27 @@ class Trainer:
         """Write the cold items' rows from their text (every process: the same rows); the projector, or None."""
         if self.cold_text is None:
             return None
-        return project_cold_rows(self.item_lm, self.cold_text, self.data.cold_items, self.cfg.seed)
+        cfg = self.cfg
+        return project_cold_rows(self.item_lm, self.cold_text, self.data.cold_items, cfg.seed, cfg.cold_rows,
+                                 cfg.cold_knn)  # fmt: skip
 
     def save_best(self, projector) -> None:
         """The current adapter (and the text projector that wrote its cold rows) as the run's best."""
         save_adapter(self.item_lm, self.run_dir)
         if projector is not None:
             save_projector(projector, self.run_dir)
+
+    def choose_fusion(self, train: dict):
+        """``--text_fusion -1``: the best run reloaded, its fusion weight selected on the validation subsample and
+        saved; returns the recommender (None when nothing is selected)."""
+        if self.cfg.text_fusion != -1:
+            return None
+        rec = load_llm_run(self.run_dir, device=str(self.acc.device), batch_size=self.cfg.eval_batch_size)
+        weight, table = select_fusion(rec, self.valid_data)
+        save_item_text(run_item_texts(self.cold_text, self.data.cold_items, weight), self.run_dir)
+        train["text_fusion"] = {"selected": weight, "valid": table, "num_users": self.valid_data.num_users}
+        self.acc.print(f"text fusion: weight {weight} selected on {self.valid_data.num_users} validation users")
+        return rec
 
     def validate(self) -> bool:
         """Validate on the main process, keep the best adapter; returns True (on every process) to stop."""
@@ -221,8 +242,9 @@ class Trainer:
                  "num_processes": self.world}  # fmt: skip
         result = {"status": "done", "valid": state.best, "test": None, "history": state.evals, "train": train}
         if acc.is_main_process:
+            selected = self.choose_fusion(train)
             if cfg.test_users >= 0:
-                rec = load_llm_run(self.run_dir, device=str(acc.device), batch_size=cfg.eval_batch_size)
+                rec = selected or load_llm_run(self.run_dir, device=str(acc.device), batch_size=cfg.eval_batch_size)
                 test_data = self.data.subsample(cfg.test_users, cfg.seed)
                 res = evaluate(rec.score, test_data, "test", mask_history=True, batch_size=256, progress=cfg.progress,
                                protocol_note=rec.protocol_note)  # fmt: skip

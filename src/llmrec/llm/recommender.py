@@ -28,6 +28,7 @@ from llmrec.config import check_yaml_values, load_yaml
 from llmrec.data import Catalog, DataError
 from llmrec.decoding import beam_score_matrix, generate_items, generate_items_by_codes
 from llmrec.items.atomic import find_item_vocab, resize_for_items
+from llmrec.items.neighbors import DEFAULT_LAST_K, history_similarity, load_item_text
 from llmrec.items.projector import load_projector
 from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids
 from llmrec.items.semantic_vocab import find_sid_vocab
@@ -56,7 +57,13 @@ class LLMRecommender:
         name: display name.
     """
 
-    protocol_note = ""  # atomic item tokens: every item is scored, nothing to add to the evaluator's protocol
+    @property
+    def protocol_note(self) -> str:
+        """Every item is scored (atomic item tokens); with text fusion the result says what the scores are."""
+        if not self.fusion:
+            return ""
+        return (f"scores: LM item logits + {self.fusion:g} x text cosine to the last {DEFAULT_LAST_K} history items "
+                "(--text_fusion, llmrec.llm.fusion)")  # fmt: skip
 
     def __init__(self, item_lm: ItemLM, encoder, tokenizer, catalog: Catalog, batch_size: int = 64, name="llm"):
         self.item_lm, self.encoder, self.tokenizer, self.catalog = item_lm, encoder, tokenizer, catalog
@@ -67,6 +74,9 @@ class LLMRecommender:
         self.start_id = start if start is not None else self.pad_id
         self.item_text: NewItemText | None = None  # how add_items embeds a new item's text (load_llm_run sets it)
         self.projector = None  # the run's text projector (text_projector.safetensors), if it has one
+        self.texts = None  # the run's ItemTexts (item_text.safetensors), if it has them: knn rows, text fusion
+        self.fusion = 0.0  # --text_fusion weight (llmrec.llm.fusion); needs `texts`
+        self.cold_rows, self.cold_knn = "projector", 1  # how add_items makes a new item's rows (--cold_rows)
 
     @property
     def num_items(self) -> int:
@@ -78,8 +88,8 @@ class LLMRecommender:
     def add_items(self, raw_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[int]:
         """Append items to ``catalog`` and score them at once; returns their ids (``num_items`` on).
 
-        Each gets a new item token whose rows come from its text through the run's text projector (the mean item
-        row without one); see ``llmrec.llm.additems``.
+        Each gets a new item token whose rows come from its text: its nearest trained items' rows (``--cold_rows
+        knn``) or the run's text projector (the mean item row without either); see ``llmrec.llm.additems``.
 
         Raises:
             DataError: an empty, repeated or known raw id (nothing is changed).
@@ -90,12 +100,17 @@ class LLMRecommender:
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Scores of every item as the next one after each history: ``[B, N]`` float32 on CPU (no masking).
 
-        Histories are lists of internal item ids, oldest first; an empty history is allowed.
+        Histories are lists of internal item ids, oldest first; an empty history is allowed. With a text-fusion
+        weight the text similarity to the history is added (``llmrec.llm.fusion``).
         """
-        return self.item_lm.score([self._prompt(h) for h in histories], self.pad_id, self.batch_size)
+        logits = self.item_lm.score([self._prompt(h) for h in histories], self.pad_id, self.batch_size)
+        if self.fusion and self.texts is not None:
+            logits += self.fusion * history_similarity(self.texts.vectors, histories)
+        return logits
 
     def score_text(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Scores ``[B, N]`` for ready-made prompt strings, tokenized as they are (no template, no truncation)."""
+        """Scores ``[B, N]`` for ready-made prompt strings, tokenized as they are (no template, no truncation; no text
+        fusion: a prompt string has no item history)."""
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] or [self.start_id] for p in prompts]
         return self.item_lm.score(ids, self.pad_id, self.batch_size)
 
@@ -285,4 +300,10 @@ def load_llm_run(
         rec.sids = sids
     else:
         rec.projector = load_projector(run)
+        rec.texts = load_item_text(run, len(catalog))
+        rec.cold_rows, rec.cold_knn = cfg.get("cold_rows", "projector"), cfg.get("cold_knn", 1)
+        fusion = cfg.get("text_fusion", 0.0)
+        if fusion and rec.texts is None:
+            raise DataError(f"{run}: text_fusion {fusion} needs item_text.safetensors, which is missing")
+        rec.fusion = rec.texts.fusion if fusion == -1 else fusion
     return rec

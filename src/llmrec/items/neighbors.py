@@ -1,0 +1,153 @@
+"""Item text neighbours: rows for untrained items from their nearest trained items, and a text-similarity score.
+
+Both work on unit text embeddings ``vectors`` [N, E] (``llmrec.items.text``; a zero row: the item has no text).
+
+``nearest_rows`` gives an item training never saw (a cold-start item, an item added to a served run) the mean of the
+trained rows of its ``k`` nearest *trained* items by cosine of the texts: a new shade of a lipstick gets the row of
+the shade that was sold. Items without a text get the mean trained row.
+
+``history_similarity`` is the content score of ``llmrec baseline textknn`` and of the LLM's ``--text_fusion``: the
+cosine between each item's text and the normalised sum of the texts of the last ``last_k`` history items.
+
+A run that uses either stores its item texts as ``item_text.safetensors`` (``save_item_text``): ``vectors`` [N, E]
+float16 (unit rows), ``trained`` [N] uint8 (1: the item's rows were trained, a valid neighbour), metadata
+``format``, ``encoder``, ``model`` (the encoder's key, as in ``text_projector.safetensors``) and ``fusion`` (the
+text-fusion weight the run selected, JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llmrec.errors import DataError
+from llmrec.files import atomic_write_bytes
+
+ITEM_TEXT_FILE = "item_text.safetensors"
+FORMAT_VERSION = "1"
+DEFAULT_LAST_K = 5  # history items whose texts make the query (textknn's default, measured there)
+_CHUNK = 4096  # query rows per similarity block: [chunk, N] floats at a time
+
+
+@dataclass
+class ItemTexts:
+    """Unit text embeddings of a run's items and which of them were trained (see the module docstring)."""
+
+    vectors: torch.Tensor  # [N, E] float32, unit rows or zero
+    trained: torch.Tensor  # [N] bool
+    encoder: str
+    model: str = ""
+    fusion: float = 0.0
+
+    def extended(self, vectors: torch.Tensor) -> ItemTexts:
+        """These texts with untrained items ``vectors`` [M, E] appended (normalised here)."""
+        if vectors.dim() != 2 or vectors.shape[1] != self.vectors.shape[1]:
+            raise ValueError(f"text embeddings: expected [M, {self.vectors.shape[1]}], got {tuple(vectors.shape)}")
+        new = F.normalize(vectors.float(), dim=1)
+        trained = torch.cat([self.trained, torch.zeros(len(new), dtype=torch.bool)])
+        return ItemTexts(torch.cat([self.vectors, new]), trained, self.encoder, self.model, self.fusion)
+
+
+def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """``vectors`` [N, E] as float32 unit rows (zero rows stay zero)."""
+    return F.normalize(vectors.float(), dim=1)
+
+
+@torch.no_grad()
+def nearest_rows(rows: torch.Tensor, vectors: torch.Tensor, trained: torch.Tensor, query: torch.Tensor, k: int = 1):
+    """``[M, D]`` rows for query texts ``query`` [M, E]: the mean of the rows of their ``k`` nearest trained items.
+
+    Args:
+        rows: ``[N, D]`` the items' current rows (only the ``trained`` ones are read).
+        vectors: ``[N, E]`` unit text embeddings of the same items (zero: no text, never a neighbour).
+        trained: ``[N]`` bool, the items whose rows may be copied.
+        query: ``[M, E]`` text embeddings of the items that need rows (normalised here; a zero row: no text).
+        k: neighbours averaged (with equal weights).
+
+    A query without text, or without any trained neighbour with text, gets the mean of the trained rows.
+    """
+    if k < 1:
+        raise ValueError(f"cold_knn: must be >= 1, got {k}")
+    source = (trained.bool() & (vectors.abs().sum(1) > 0)).nonzero().squeeze(1)
+    mean = rows[trained.bool().to(rows.device)].float().mean(0)
+    q = unit_rows(query)
+    out = mean.expand(len(q), -1).clone()
+    has = q.abs().sum(1) > 0
+    if len(source) == 0 or not bool(has.any()):
+        return out.to(rows.dtype)
+    keys, src_rows = vectors[source].float(), rows[source.to(rows.device)].float()
+    kk = min(k, len(source))
+    idx = has.nonzero().squeeze(1)
+    for start in range(0, len(idx), _CHUNK):
+        part = idx[start : start + _CHUNK]
+        top = (q[part] @ keys.T).topk(kk, dim=1).indices  # [m, kk] positions in `source`
+        out[part.to(out.device)] = src_rows[top.to(src_rows.device)].mean(1)
+    return out.to(rows.dtype)
+
+
+@torch.no_grad()
+def history_similarity(vectors: torch.Tensor, histories: Sequence[Sequence[int]], last_k: int = DEFAULT_LAST_K):
+    """``[B, N]`` cosine of every item's text with the normalised sum of the last ``last_k`` history items' texts.
+
+    ``vectors`` [N, E] unit rows (zero: no text, scores 0); a history without any text item scores 0 everywhere.
+    """
+    if last_k < 1:
+        raise ValueError(f"last_k: must be >= 1, got {last_k}")
+    n, dim = vectors.shape
+    pad = torch.cat([vectors, vectors.new_zeros(1, dim)])  # row n: padding, a zero vector
+    width = max((min(len(h), last_k) for h in histories), default=0) or 1
+    idx = torch.full((len(histories), width), n, dtype=torch.int64)
+    for b, h in enumerate(histories):
+        last = list(h)[-last_k:]
+        if last:
+            idx[b, : len(last)] = torch.as_tensor(last, dtype=torch.int64)
+    query = F.normalize(pad[idx.to(pad.device)].sum(1), dim=1)  # [B, E]
+    return query @ vectors.T
+
+
+def save_item_text(texts: ItemTexts, out_dir: str | os.PathLike) -> Path:
+    """Write ``out_dir/item_text.safetensors`` atomically; returns its path."""
+    from safetensors.torch import save
+
+    tensors = {"vectors": texts.vectors.half().contiguous().cpu(), "trained": texts.trained.to(torch.uint8).cpu()}
+    meta = {
+        "format": FORMAT_VERSION,
+        "encoder": texts.encoder,
+        "model": texts.model,
+        "fusion": json.dumps(texts.fusion),
+    }
+    path = Path(out_dir) / ITEM_TEXT_FILE
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+    return path
+
+
+def load_item_text(run_dir: str | os.PathLike, num_items: int) -> ItemTexts | None:
+    """The item texts saved in ``run_dir`` (None when there are none).
+
+    Raises:
+        DataError: the file is unreadable, of another format, or not for ``num_items`` items (the message names it).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(run_dir) / ITEM_TEXT_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            vectors, trained = f.get_tensor("vectors").float(), f.get_tensor("trained").bool()
+        fusion = float(json.loads(meta.get("fusion", "0")))
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as e:
+        raise DataError(f"{path}: not a readable item-text file ({e})") from None
+    if meta.get("format") != FORMAT_VERSION or not meta.get("encoder"):
+        raise DataError(f"{path}: expected format {FORMAT_VERSION} with an encoder, got {meta}")
+    if vectors.dim() != 2 or vectors.shape[0] != num_items or trained.shape != (num_items,):
+        raise DataError(f"{path}: vectors {tuple(vectors.shape)} / trained {tuple(trained.shape)}, "
+                        f"expected {num_items} items")  # fmt: skip
+    return ItemTexts(vectors, trained, meta["encoder"], meta.get("model", ""), fusion)

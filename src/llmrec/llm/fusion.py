@@ -1,0 +1,33 @@
+"""Text fusion (``--text_fusion``): the LM's item logits plus a weight times the items' text similarity to the history.
+
+    score[b, i] = logit[b, i] + w * cos(text_i, sum of the unit texts of the last 5 items of history b)
+
+The second term is ``llmrec baseline textknn``'s score (``llmrec.items.neighbors.history_similarity``), computed
+from the run's ``item_text.safetensors``. It is what lets an atomic run rank an item by its text: a cold or newly
+added item, whose row is only a neighbour's copy (``--cold_rows knn``), and a rare one. A ranking per user does not
+change when a per-user constant is added, so adding the cosine to the logits ranks as adding it to the
+log-softmax. With ``--text_fusion -1`` the weight is selected after training on the validation subsample (the
+``eval_users`` users the loop validates on, never the test split): the ``FUSION_GRID`` value with the highest
+NDCG@10 over all of them, ties to the smaller weight; it is saved in ``item_text.safetensors`` (``fusion``).
+"""
+
+from __future__ import annotations
+
+from llmrec.evaluation import evaluate
+
+FUSION_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
+
+
+def select_fusion(rec, valid_data, batch_size: int = 256) -> tuple[float, list[dict]]:
+    """``(the selected weight, [{"text_fusion", "ndcg@10", "hr@10"} per grid value])`` on ``valid_data``'s validation
+    split; ``rec`` is an ``LLMRecommender`` with item texts (its ``fusion`` is restored to the selected weight)."""
+    if rec.texts is None:
+        raise ValueError("text_fusion: the run has no item texts (item_text.safetensors)")
+    table = []
+    for w in FUSION_GRID:
+        rec.fusion = w
+        m = evaluate(rec.score, valid_data, "valid", mask_history=True, batch_size=batch_size)["metrics"]
+        table.append({"text_fusion": w, "ndcg@10": m["ndcg@10"], "hr@10": m["hr@10"]})
+    best = max(table, key=lambda r: (r["ndcg@10"], -r["text_fusion"]))
+    rec.fusion = best["text_fusion"]
+    return rec.fusion, table
