@@ -231,7 +231,8 @@ def test_compare_a_semantic_run_with_an_atomic_run(paths, sem_run, atomic_run):
     out = paths["root"] / "cmp_mixed"
     assert cli_main(["compare", str(sem_run), str(atomic_run), "--output_dir", str(out)]) == 0
     md = (out / "compare.md").read_text()
-    assert "Scoring (every other run scores the whole catalog):" in md and "beam search" in md
+    assert "Scoring (every other run: its model's own score of every item in the catalog):" in md
+    assert "beam search" in md and "AUC of a beam-scored run" in md
 
 
 def test_http_app_serves_a_semantic_run(sem_run):

@@ -123,8 +123,10 @@ def test_knn_cold_rows_fusion_selected_on_validation_and_added_items(llm):
     hist = [[4, 5], [0, 1, 2], []]
     rec.fusion = 3.0
     fused = rec.score(hist)
+    assert "3 x text cosine" in rec.protocol_note  # every result of a fused run says what its scores are
     rec.fusion = 0.0
     plain = rec.score(hist)
+    assert rec.protocol_note == ""
     assert torch.allclose(fused, plain + 3.0 * history_similarity(texts.vectors, hist), atol=1e-5)
     # an item added with the text of a trained item gets that item's row, so it scores like it
     rec.fusion = 3.0

@@ -136,7 +136,8 @@ def to_markdown(rows: list[dict], split: str, targets: str = "all") -> str:
         )
     notes = [f"- {Path(r['run']).name}: {r['scoring']}" for r in rows if r.get("scoring")]
     if notes:
-        lines += ["", "Scoring (every other run scores the whole catalog):", *notes]
+        lines += ["", "Scoring (every other run: its model's own score of every item in the catalog):", *notes]
+    if any("beam" in r.get("scoring", "") for r in rows):
         lines += ["", "AUC of a beam-scored run counts every item outside its beams as ranked last (pessimistic ties), so "
                   "it is not comparable with the AUC of a run that scores the whole catalog."]  # fmt: skip
     return "\n".join(lines) + "\n"
