@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
-import torch
 
 from llmrec.data import PreparedData
 from llmrec.items.atomic import add_item_tokens, resize_for_items
@@ -30,7 +29,7 @@ from llmrec.items.semantic import SemanticIds, concat_embeddings, kmeans_estimat
 from llmrec.items.semantic_vocab import add_sid_tokens, init_code_rows
 from llmrec.items.text import TextEmbeddings, item_text_embeddings
 from llmrec.items.text_models import EncoderSpec
-from llmrec.llm.coldrows import fit_warm_projector
+from llmrec.llm.coldrows import cold_mask, fit_warm_projector
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.loading import cache_root, load_causal_lm
 from llmrec.llm.lora import adapted_modules, apply_lora
@@ -171,8 +170,7 @@ def build_model(cfg: TrainConfig, data: PreparedData, sids: SemanticIds | None =
 
 def start_text_map(item_lm: ItemLM, text: TextEmbeddings, cold_items, rate: float, seed: int) -> LearnedTextMap:
     """The content-dropout text map, started from the ridge projector of the initial warm rows."""
-    cold = torch.zeros(item_lm.vocab.num_items, dtype=torch.bool)
-    cold[list(cold_items)] = True
+    cold = cold_mask(item_lm.vocab.num_items, cold_items)
     projector = fit_warm_projector(item_lm, text, cold_items, seed)
     return LearnedTextMap(projector, text.vectors, text.has, text.has.bool() & ~cold, rate)
 

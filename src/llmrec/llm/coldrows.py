@@ -43,7 +43,8 @@ def write_rows(item_lm: ItemLM, items: torch.Tensor, projector: TextProjector, v
         rows[items.to(rows.device)] = new.to(device=rows.device, dtype=rows.dtype)
 
 
-def _cold_mask(num_items: int, cold_items: Collection[int]) -> torch.Tensor:
+def cold_mask(num_items: int, cold_items: Collection[int]) -> torch.Tensor:
+    """``[num_items]`` bool, True for the cold items."""
     cold = torch.zeros(num_items, dtype=torch.bool)
     cold[list(cold_items)] = True
     return cold
@@ -55,21 +56,21 @@ def fit_warm_projector(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collec
     n = item_lm.vocab.num_items
     if text.vectors.shape[0] != n:
         raise ValueError(f"text embeddings for {text.vectors.shape[0]} items, the model has {n}")
-    warm = ~_cold_mask(n, cold_items)
+    warm = ~cold_mask(n, cold_items)
     warm_rows = {name: rows.detach()[warm.to(rows.device)] for name, rows in row_sets(item_lm).items()}
     return fit_projector(warm_rows, text.vectors[warm], text.has[warm], text.encoder, text.model, seed)
 
 
 def run_item_texts(text: TextEmbeddings, cold_items: Collection[int], fusion: float = 0.0) -> ItemTexts:
     """The run's ``ItemTexts`` (saved as ``item_text.safetensors``): unit text rows, every warm item trained."""
-    return ItemTexts(unit_rows(text.vectors), ~_cold_mask(len(text.vectors), cold_items), text.encoder, text.model,
+    return ItemTexts(unit_rows(text.vectors), ~cold_mask(len(text.vectors), cold_items), text.encoder, text.model,
                      fusion)  # fmt: skip
 
 
 @torch.no_grad()
 def knn_cold_rows(item_lm: ItemLM, texts: ItemTexts, cold_items: Collection[int], k: int = 1) -> None:
     """Write each cold item's rows: the mean of its ``k`` nearest warm items' current rows (text cosine)."""
-    idx = _cold_mask(item_lm.vocab.num_items, cold_items).nonzero().squeeze(1)
+    idx = cold_mask(item_lm.vocab.num_items, cold_items).nonzero().squeeze(1)
     if len(idx) == 0:
         return
     for rows in row_sets(item_lm).values():
@@ -102,6 +103,6 @@ def project_cold_rows(item_lm: ItemLM, text: TextEmbeddings, cold_items: Collect
         projector = item_lm.text_map.to_projector()
     else:
         projector = fit_warm_projector(item_lm, text, cold_items, seed)
-    idx = _cold_mask(n, cold_items).nonzero().squeeze(1)
+    idx = cold_mask(n, cold_items).nonzero().squeeze(1)
     write_rows(item_lm, idx, projector, text.vectors[idx], text.has[idx])
     return projector
