@@ -1,6 +1,6 @@
 """How much an LLM run's decoder attends to position 0, and how large the hidden state there is.
 
-    python experiments/attention_sink.py --run /work/runs/exp/BOS-L4
+    python experiments/attention_sink.py --run runs/exp/BOS-L4
 
 Takes the first ``--length`` tokens of the validation prompts of the run's data that have at least that many
 tokens (the first ``--users`` of them), runs the merged model with eager attention, and prints per layer: the mean

@@ -1,6 +1,6 @@
 """How much the co-occurrence factors of ``--item_cf_dim`` know on their own, before any training.
 
-    python experiments/cf_probe.py /work/data/beauty-llm --dim 512 --window 3 --last 3 --split valid
+    python experiments/cf_probe.py prepared/beauty-llm --dim 512 --window 3 --last 3 --split valid
 
 Scores every item by ``factors @ mean(factors of the last `--last` history items)`` and runs the shared evaluator
 (full ranking, history masked, every user of the split). The factors come from the training sequences only.

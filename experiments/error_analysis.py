@@ -1,6 +1,6 @@
 """Where runs win and lose: NDCG@10 by history length and by target popularity, and a popularity-prior probe.
 
-    python experiments/error_analysis.py /work/runs/sasrec_beauty /work/runs/exp/LS2D5-L4 --split valid \
+    python experiments/error_analysis.py runs/sasrec_beauty runs/exp/LS2D5-L4 --split valid \
         --pop_prior 0.1,0.3,0.5
     python experiments/error_analysis.py RUN_A RUN_B --split test --targets cold --bootstrap 1000
 

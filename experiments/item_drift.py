@@ -1,6 +1,6 @@
 """How far an LLM run's trained item rows moved from their initial (title) values, by training frequency.
 
-    python experiments/item_drift.py --run /work/runs/exp/LS2D5-L4
+    python experiments/item_drift.py --run runs/exp/LS2D5-L4
 
 Rebuilds the initial rows exactly as ``llmrec train`` does (same config, data and seed), reads the trained rows from
 ``RUN/adapter`` (the best-validation adapter), and prints one JSON line per frequency bucket (the number of training

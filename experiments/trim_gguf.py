@@ -12,7 +12,7 @@ leaves a run with ``num_layers <= keep_layers`` bit-identical. Scoring covers it
 rows of the tied output layer are never read either. Do NOT use a trimmed file with a prompt that has text.
 
 Usage:
-    python experiments/trim_gguf.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --data /work/data/beauty-llm \
+    python experiments/trim_gguf.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --data prepared/beauty-llm \
         --keep-layers 16 --out smol-trim.gguf.gz
 """
 

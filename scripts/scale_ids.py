@@ -1,7 +1,7 @@
 """Atomic item IDs vs semantic IDs on synthetic catalogs of 12k, 100k and 1M items: parameters, memory, time.
 
     OMP_NUM_THREADS=1 python scripts/scale_ids.py --output_dir runs/scale          # 12k, 100k, 1M (~20 min, 2 CPUs)
-    python scripts/scale_ids.py --quick --output_dir /tmp/scale_quick                 # seconds: tiny Llama, tiny sizes
+    python scripts/scale_ids.py --quick --output_dir runs/scale_quick                 # seconds: tiny Llama, tiny sizes
 
 Per catalog size and method (``atomic``: one new token per item; ``semantic``: RQ-KMeans code paths, ``L`` shared
 code tokens per item) it measures:

@@ -15,7 +15,8 @@ from llmrec.baselines.config import BaselineConfig
 from llmrec.config import parse_config
 from llmrec.llm.config import TrainConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 SELECTED = CONFIG_DIR / "llm_beauty_cf.yaml"
 DEMO = CONFIG_DIR / "demo_beauty.yaml"
@@ -81,6 +82,27 @@ def test_config_header_states_command_and_measurement(path):
     assert "Measured" in text and re.search(r"20\d\d-\d\d-\d\d", text), f"{path.name}: no measured result with date"
     assert not re.search(r"--out\b", text), f"{path.name}: use --output_dir, not the old --out"
     assert "-m llmrec.train" not in text
+
+
+# A directory of one machine in prose: /tmp/..., /work/..., /home/... (a home-relative path only as the documented
+# ~/.cache default). Endpoints such as /items/{raw_id} are not directories of a machine, so ABSOLUTE is too wide here.
+MACHINE_DIR = re.compile(r"(?<![\w.:/-])(/(?:tmp|work|home|root|Users|mnt|scratch|opt|var)/|~/(?!\.cache/))")
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "docs").rglob("*.json"))]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docs_have_no_machine_paths(path):
+    """Commands in the docs name data and run directories relative to the user's working directory."""
+    hits = [(n, m.group(0)) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            for m in MACHINE_DIR.finditer(line)]  # fmt: skip
+    assert not hits, f"{path.relative_to(ROOT)}: machine paths at (line, path) {hits[:5]}"
+
+
+def test_machine_path_check_can_fail():
+    for bad in ("--data /tmp/meas/beauty", "`/work/runs/x`", "ls ~/runs"):
+        assert MACHINE_DIR.search(bad), bad
+    for fine in ("--data prepared/beauty", "POST /items/{raw_id}", "https://github.com/a/b", "~/.cache/llmrec"):
+        assert not MACHINE_DIR.search(fine), fine
 
 
 def test_absolute_path_check_can_fail():

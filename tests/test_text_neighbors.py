@@ -1,6 +1,6 @@
 """Rows of untrained items from their nearest trained items' texts (``--cold_rows knn``) and the text fusion
-(``--text_fusion``) of the atomic LLM: the neighbour rule, the saved item texts, the selection on validation, the
-fused score and items added to a served run (issue #19)."""
+(``--text_fusion``) of the atomic and the semantic-ID LLM: the neighbour rule, the saved item texts, the selection
+on validation, the fused score and items added to a served run (issue #19)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from llmrec.llm.coldrows import row_sets
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.fusion import FUSION_GRID
 from llmrec.llm.loop import train
-from llmrec.llm.recommender import load_llm_run
+from llmrec.llm.recommender import BEAM_FLOOR, load_llm_run
 from llmrec.runs import read_metrics
 from test_llm_helpers import make_tiny_model_dir, make_toy_data
 
@@ -153,13 +153,57 @@ def test_projector_rows_and_no_fusion_write_no_fusion(llm):
         load_llm_run(llm["root"] / "proj_plain")
 
 
+def test_semantic_fusion_selected_on_a_finished_run_reranks_the_beam(llm):
+    sem = {"item_ids": "semantic", "sid_levels": 2, "sid_codes": 4, "beam_width": 20, "epochs": 1}
+    run = llm["root"] / "sem_fused"
+    train(_cfg(llm, "sem_fused", **sem))
+    assert not (run / ITEM_TEXT_FILE).exists() and load_llm_run(run).fusion == 0.0
+    # the finished run resumed with --text_fusion -1: no more training, the weight selected on validation
+    train(_cfg(llm, "sem_fused", text_fusion=-1, resume=True, **sem))
+    data = load_prepared(llm["cold"])
+    sel = read_metrics(run)["train"]["text_fusion"]
+    assert [r["text_fusion"] for r in sel["valid"]] == list(FUSION_GRID)
+    best = max(r["ndcg@10"] for r in sel["valid"])
+    assert sel["selected"] == min(r["text_fusion"] for r in sel["valid"] if r["ndcg@10"] == best)
+    rec = load_llm_run(run)
+    assert rec.texts is not None and rec.fusion == sel["selected"]
+    assert rec.texts.trained.tolist() == [i not in data.cold_items for i in range(data.num_items)]
+    hist = [[4, 5], [0, 1, 2], [3]]
+    rec.fusion = 0.0
+    plain = rec.score(hist)
+    rec.fusion = 3.0
+    fused = rec.score(hist)
+    assert "beam score + 3 x text cosine" in rec.protocol_note
+    sim = history_similarity(rec.texts.vectors, hist)
+    beam = plain > BEAM_FLOOR  # a 12-item catalog: every item is in a width-20 beam
+    assert torch.allclose(fused[beam], (plain + 3.0 * sim)[beam], atol=1e-5)  # the beam items: re-scored
+    # items outside the beams: below every beam item, in the order of their text cosine
+    gen = torch.Generator().manual_seed(0)
+    base = torch.where(torch.rand(4, 50, generator=gen) < 0.3, -20 * torch.rand(4, 50, generator=gen), BEAM_FLOOR)
+    base[3] = BEAM_FLOOR  # no beam item at all
+    sim = 2 * torch.rand(4, 50, generator=gen) - 1
+    for w in (0.5, 20.0):
+        out = type(rec).fuse(base, sim, w)
+        beam = base > BEAM_FLOOR
+        assert torch.allclose(out[beam], base[beam] + w * sim[beam])
+        for b in range(4):
+            inside, outside = out[b][beam[b]], out[b][~beam[b]]
+            assert not len(inside) or outside.max() < inside.min()
+            assert torch.equal(outside.argsort(), sim[b][~beam[b]].argsort())
+    assert type(rec).fuse(base, sim, 0.0) is base
+    # an added item's text joins the run's, so the fusion scores it
+    n = rec.num_items
+    assert rec.add_items(["new"], [data.catalog.titles[0]], [data.catalog.texts[0]]) == [n]
+    assert rec.texts.vectors.shape[0] == n + 1 and not bool(rec.texts.trained[n])
+    assert rec.score(hist).shape == (3, n + 1)
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
         ({"cold_rows": "mean"}, "^cold_rows:"),
         ({"cold_knn": 0}, "^cold_knn:"),
         ({"text_fusion": -2}, "^text_fusion:"),
-        ({"text_fusion": 1, "item_ids": "semantic"}, "^text_fusion:"),
     ],  # fmt: skip
 )
 def test_config_errors_name_the_field(llm, kw, match):

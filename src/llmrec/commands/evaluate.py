@@ -41,7 +41,8 @@ class EvaluateConfig:
     beam_width: int = field(
         default=0,
         metadata={
-            "help": "Semantic-ID runs: beams per history (0: the run's own beam_width); items outside tie last."
+            "help": "Semantic-ID runs: beams per history (0: the run's own beam_width); items outside the beams "
+            "rank below every beam item."
         },
     )
     device: str = field(default="cpu", metadata={"help": "Device to score on."})

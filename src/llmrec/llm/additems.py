@@ -112,10 +112,12 @@ def add_atomic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts: 
     return list(range(n, n + m))
 
 
-def new_codes(rec, titles: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-    """``[M, L]`` collision-free code paths of new items from their text (see the module docstring)."""
+def new_codes(rec, titles: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, TextEmbeddings]:
+    """``([M, L] collision-free code paths, text embeddings)`` of new items from their text (see the module
+    docstring)."""
     sids: SemanticIds = rec.sids
-    emb = rec.item_text.embed(list(titles), list(texts)).vectors.numpy()
+    text = rec.item_text.embed(list(titles), list(texts))
+    emb = text.vectors.numpy()
     if rec.item_text.cf_dim:
         emb = concat_embeddings([emb, np.zeros((len(emb), rec.item_text.cf_dim), np.float32)],
                                 [1.0, rec.item_text.cf_weight])  # fmt: skip
@@ -123,7 +125,7 @@ def new_codes(rec, titles: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         raise ValueError(
             f"item embeddings of width {emb.shape[1]}; the run's centroids have {sids.centroids[0].shape[1]}"
         )
-    return assign_codes(emb, sids.centroids, sids.codes, None)
+    return assign_codes(emb, sids.centroids, sids.codes, None), text
 
 
 @torch.no_grad()
@@ -136,7 +138,11 @@ def add_semantic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts
         raise NotImplementedError(
             "this recommender has no centroids or text encoder settings (load it with load_llm_run)"
         )
-    codes = new_codes(rec, titles, texts)
+    codes, text = new_codes(rec, titles, texts)
+    if rec.texts is not None and text.dim != rec.texts.vectors.shape[1]:
+        raise ValueError(
+            f"text embeddings of width {text.dim}; the run's item texts have {rec.texts.vectors.shape[1]}"
+        )
     item_lm, old = rec.item_lm, rec.item_lm.vocab
     size = max(old.level_sizes[-1], int(codes[:, -1].max()) + 1)
     vocab = extend_last_level(rec.tokenizer, old, size)
@@ -149,4 +155,6 @@ def add_semantic_items(rec, raw_ids: Sequence[str], titles: Sequence[str], texts
     sids = SemanticIds(np.concatenate([rec.sids.codes, codes]), vocab.level_sizes, rec.sids.centroids)
     rec.trie, rec.sids = CodeTrie(sids.codes, sids.level_sizes), sids
     rec.encoder, rec.catalog = _encoder(rec, vocab, catalog, sids.codes), catalog
+    if rec.texts is not None:  # its text joins the run's (untrained): --text_fusion scores it
+        rec.texts = rec.texts.extended(text.vectors)
     return list(range(n, n + m))

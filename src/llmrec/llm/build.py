@@ -52,16 +52,16 @@ class BuiltModel:
     item_init_stats: dict = field(default_factory=dict)  # init_item_embeddings' counts (titled, texted, fallback)
     sids: SemanticIds | None = None  # --item_ids semantic: the catalog's code paths (None: atomic item tokens)
     trie: CodeTrie | None = None  # and their prefix trie, for beam search
-    text: TextEmbeddings | None = None  # the items' text embeddings, kept when the text projector is fitted
+    text: TextEmbeddings | None = None  # the items' text embeddings, kept when a run needs them (needs_item_text)
 
 
 def needs_item_text(cfg: TrainConfig, data: PreparedData) -> bool:
-    """Whether an atomic run keeps its items' text embeddings (``item_text.safetensors``, and the text projector
-    with ``--cold_rows projector``): on a data set with cold items, whose rows they write (``llmrec.llm.coldrows``),
-    with ``--text_projector`` (for items added after training), content dropout or ``--text_fusion``."""
-    return cfg.item_ids == "atomic" and (
-        bool(data.cold_items) or cfg.text_projector or cfg.content_dropout > 0 or cfg.text_fusion != 0
-    )
+    """Whether a run keeps its items' text embeddings (``item_text.safetensors``): with ``--text_fusion``, and for
+    atomic item tokens also on a data set with cold items, whose rows they write (``llmrec.llm.coldrows``, and the
+    text projector with ``--cold_rows projector``), with ``--text_projector`` (for items added after training) or
+    content dropout."""
+    atomic = cfg.item_ids == "atomic" and (bool(data.cold_items) or cfg.text_projector or cfg.content_dropout > 0)
+    return atomic or cfg.text_fusion != 0
 
 
 def effective_cf_dim(cfg: TrainConfig, num_items: int) -> int:
@@ -117,7 +117,7 @@ def build_model(cfg: TrainConfig, data: PreparedData, sids: SemanticIds | None =
     template = load_template(cfg.prompt)  # a bad template name fails before the model loads
     # encoded first: the `lm` encoder loads the full model, freed before the training model loads
     semantic = cfg.item_ids == "semantic"
-    needs_text = not semantic and (cfg.item_init == "text" or needs_item_text(cfg, data))
+    needs_text = (not semantic and cfg.item_init == "text") or needs_item_text(cfg, data)
     text = item_text_embeddings_for(cfg, data) if needs_text else None
     if sids is not None and (not semantic or sids.num_items != data.num_items):
         raise ValueError(f"sids: precomputed semantic ids need item_ids semantic and {data.num_items} items, got "

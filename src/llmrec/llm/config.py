@@ -112,9 +112,10 @@ class TrainConfig:
     text_fusion: float = field(
         default=0.0,
         metadata={
-            "help": "Atomic item tokens: add this weight times the text cosine between each item and the last 5 "
-            "history items (the textknn score) to the LM's item logits, at every inference. 0: off; -1: select "
-            "the weight on the validation subsample after training, from llmrec.llm.fusion.FUSION_GRID."
+            "help": "Add this weight times the text cosine between each item and the last 5 history items (the "
+            "textknn score) to the LM's item logits (semantic IDs: to the beam items' scores, the other items "
+            "ordered by it below them), at every inference. 0: off; -1: select the weight on the validation "
+            "subsample after training, from llmrec.llm.fusion.FUSION_GRID."
         },
     )
     item_ids: str = field(
@@ -161,7 +162,8 @@ class TrainConfig:
         default=50,
         metadata={
             "help": "--item_ids semantic: beams when scoring (validation, evaluate, recommend, serve); items "
-            f"outside the beams tie last. At least the largest K evaluated ({MAX_EVAL_K})."
+            "outside the beams rank below every beam item (tied; with --text_fusion in its order). At least the "
+            f"largest K evaluated ({MAX_EVAL_K})."
         },
     )
     item_cf_dim: int = field(
@@ -323,8 +325,6 @@ class TrainConfig:
             raise ConfigError(
                 f"text_fusion: must be >= 0 (a weight) or -1 (select on validation), got {self.text_fusion}"
             )
-        if self.item_ids == "semantic" and self.text_fusion:
-            raise ConfigError("text_fusion: atomic item tokens only (a beam run scores only its beam items)")
         if self.item_ids == "semantic" and self.text_projector:
             raise ConfigError("text_projector: atomic item tokens only (semantic IDs code new items from their text)")
         if self.item_ids == "semantic" and self.sid_embeddings == "text+cf" and self.item_cf_dim < 1:

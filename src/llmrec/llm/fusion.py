@@ -2,6 +2,10 @@
 
     score[b, i] = logit[b, i] + w * cos(text_i, sum of the unit texts of the last 5 items of history b)
 
+A semantic-ID run adds the same term to its beam items' beam scores (the sum of their code log-probabilities);
+the items outside the beams stay below every beam item and are ordered among themselves by the cosine
+(``SemanticLLMRecommender.fuse``), so the fusion re-ranks the beam and never lifts an item into it.
+
 The second term is ``llmrec baseline textknn``'s score (``llmrec.items.neighbors.history_similarity``), computed
 from the run's ``item_text.safetensors``. It is what lets an atomic run rank an item by its text: a cold or newly
 added item, whose row is only a neighbour's copy (``--cold_rows knn``), and a rare one. A ranking per user does not
@@ -20,13 +24,33 @@ FUSION_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
 
 def select_fusion(rec, valid_data, batch_size: int = 256) -> tuple[float, list[dict]]:
     """``(the selected weight, [{"text_fusion", "ndcg@10", "hr@10"} per grid value])`` on ``valid_data``'s validation
-    split; ``rec`` is an ``LLMRecommender`` with item texts (its ``fusion`` is restored to the selected weight)."""
+    split; ``rec`` is an ``LLMRecommender`` (atomic or semantic) with item texts; its ``fusion`` is set to the
+    selected weight.
+
+    The model runs once: the first grid value's pass keeps each batch's ``rec.score_parts`` (model scores and text
+    similarity, ``2 * [B, N]`` float32 per batch), the other values only recombine them with ``rec.fuse``.
+    """
     if rec.texts is None:
         raise ValueError("text_fusion: the run has no item texts (item_text.safetensors)")
+    parts: list[tuple] = []
+
+    def scorer(weight: float):
+        calls = iter(range(len(parts))) if parts else None
+
+        def score(histories):
+            if calls is None:  # the first pass: run the model, keep its parts
+                parts.append((histories, *rec.score_parts(histories, similarity=True)))
+                return rec.fuse(parts[-1][1], parts[-1][2], weight)
+            seen, base, sim = parts[next(calls)]
+            if seen != histories:
+                raise RuntimeError("select_fusion: the evaluator's batches changed between weights")
+            return rec.fuse(base, sim, weight)
+
+        return score
+
     table = []
     for w in FUSION_GRID:
-        rec.fusion = w
-        m = evaluate(rec.score, valid_data, "valid", mask_history=True, batch_size=batch_size)["metrics"]
+        m = evaluate(scorer(w), valid_data, "valid", mask_history=True, batch_size=batch_size)["metrics"]
         table.append({"text_fusion": w, "ndcg@10": m["ndcg@10"], "hr@10": m["hr@10"]})
     best = max(table, key=lambda r: (r["ndcg@10"], -r["text_fusion"]))
     rec.fusion = best["text_fusion"]

@@ -89,7 +89,7 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(built.item_lm, optimizer)
         self.item_lm = acc.unwrap_model(self.model)
         self.valid_data = data.subsample(cfg.eval_users, cfg.seed)
-        self.cold_text = built.text if needs_item_text(cfg, data) else None  # the cold rows come from it
+        self.item_text = built.text if needs_item_text(cfg, data) else None  # cold rows and text fusion come from it
         self.state = LoopState()
         if resume:
             check_resumed_codes(built, self.run_dir)
@@ -99,8 +99,8 @@ class Trainer:
                 trim_log(self.run_dir / "train_log.jsonl", self.state.step)
         elif acc.is_main_process:
             write_train_run(cfg, data, built, self.run_dir)
-        if acc.is_main_process and self.cold_text is not None:  # static: written at once, not only with a best
-            save_item_text(run_item_texts(self.cold_text, data.cold_items, max(cfg.text_fusion, 0.0)), self.run_dir)
+        if acc.is_main_process and self.item_text is not None:  # static: written at once, not only with a best
+            save_item_text(run_item_texts(self.item_text, data.cold_items, max(cfg.text_fusion, 0.0)), self.run_dir)
         acc.wait_for_everyone()
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -182,10 +182,10 @@ class Trainer:
 
     def project_cold(self):
         """Write the cold items' rows from their text (every process: the same rows); the projector, or None."""
-        if self.cold_text is None:
+        if self.item_text is None or self.built.sids is not None:  # semantic IDs: cold items have code paths
             return None
         cfg = self.cfg
-        return project_cold_rows(self.item_lm, self.cold_text, self.data.cold_items, cfg.seed, cfg.cold_rows,
+        return project_cold_rows(self.item_lm, self.item_text, self.data.cold_items, cfg.seed, cfg.cold_rows,
                                  cfg.cold_knn)  # fmt: skip
 
     def save_best(self, projector) -> None:
@@ -201,7 +201,7 @@ class Trainer:
             return None
         rec = load_llm_run(self.run_dir, device=str(self.acc.device), batch_size=self.cfg.eval_batch_size)
         weight, table = select_fusion(rec, self.valid_data)
-        save_item_text(run_item_texts(self.cold_text, self.data.cold_items, weight), self.run_dir)
+        save_item_text(run_item_texts(self.item_text, self.data.cold_items, weight), self.run_dir)
         train["text_fusion"] = {"selected": weight, "valid": table, "num_users": self.valid_data.num_users}
         self.acc.print(f"text fusion: weight {weight} selected on {self.valid_data.num_users} validation users")
         return rec

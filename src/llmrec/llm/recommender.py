@@ -12,8 +12,9 @@ interface, but ``score`` is a beam search of width ``beam_width`` over the catal
 (``llmrec.llm.beam.beam_search_codes``: one prompt pass per history, the same search as
 ``llmrec.decoding.generate_items_by_codes``), turned into ``[B, N]`` scores by ``beam_score_matrix``: beam items
 keep their beam scores (the sum of the per-level code log-probabilities), every other item gets one floor score
-below them, so it ties last (the evaluator breaks ties pessimistically). ``protocol_note`` says so, and the shared
-evaluator appends it to the protocol of every result.
+below them, so it ties last (the evaluator breaks ties pessimistically); with ``--text_fusion`` the beam items'
+scores get the text term and the rest are ordered by it below them (``llmrec.llm.fusion``). ``protocol_note`` says
+so, and the shared evaluator appends it to the protocol of every result.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from llmrec.prompts import PromptEncoder, parse_template
 from llmrec.runs import read_run_info, run_catalog
 from llmrec.trie import CodeTrie
 
+BEAM_FLOOR = -1e30  # the score of the items outside a semantic run's beams (beam_score_matrix's floor)
 RUN_FILES = ("run.json", "config.yaml", "prompt.txt", "tokenizer", "adapter", "catalog.parquet")
 SEMANTIC_RUN_FILES = (*RUN_FILES, IDS_FILE, CENTROIDS_FILE)  # a semantic-ID run also keeps its codes
 
@@ -103,10 +105,24 @@ class LLMRecommender:
         Histories are lists of internal item ids, oldest first; an empty history is allowed. With a text-fusion
         weight the text similarity to the history is added (``llmrec.llm.fusion``).
         """
-        logits = self.item_lm.score([self._prompt(h) for h in histories], self.pad_id, self.batch_size)
-        if self.fusion and self.texts is not None:
-            logits += self.fusion * history_similarity(self.texts.vectors, histories)
-        return logits
+        return self.fuse(*self.score_parts(histories), self.fusion)
+
+    def score_parts(self, histories: Sequence[Sequence[int]], similarity: bool = False):
+        """``(model scores [B, N], text similarity [B, N] or None)``: what ``fuse`` combines. The similarity needs
+        item texts and is computed with a fusion weight or ``similarity`` (``llmrec.llm.fusion.select_fusion``
+        reuses both parts for every weight it tries)."""
+        base = self.item_lm.score([self._prompt(h) for h in histories], self.pad_id, self.batch_size)
+        return base, self._similarity(histories, similarity)
+
+    def _similarity(self, histories, similarity: bool) -> torch.Tensor | None:
+        if self.texts is None or not (self.fusion or similarity):
+            return None
+        return history_similarity(self.texts.vectors.float(), histories).to(torch.float32)
+
+    @staticmethod
+    def fuse(base: torch.Tensor, sim: torch.Tensor | None, weight: float) -> torch.Tensor:
+        """``base + weight * sim`` (a new tensor; ``base`` itself without similarity or weight)."""
+        return base + weight * sim if (weight and sim is not None) else base
 
     def score_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Scores ``[B, N]`` for ready-made prompt strings, tokenized as they are (no template, no truncation; no text
@@ -171,8 +187,12 @@ class SemanticLLMRecommender(LLMRecommender):
     @property
     def protocol_note(self) -> str:
         inside = ", history items excluded inside the search" if self.exclude_history else ""
-        return (f"scores from trie-constrained beam search of width {self.beam_width} over semantic ids{inside}; "
-                "items outside the beams score below every beam item and tie last")  # fmt: skip
+        note = f"scores from trie-constrained beam search of width {self.beam_width} over semantic ids{inside}; "
+        if not self.fusion:
+            return note + "items outside the beams score below every beam item and tie last"
+        return note + (f"beam items: beam score + {self.fusion:g} x text cosine to the last {DEFAULT_LAST_K} history "
+                       "items (--text_fusion, llmrec.llm.fusion); items outside the beams score below every beam "
+                       "item, in the order of that cosine")  # fmt: skip
 
     def beams(self, prompts: Sequence[Sequence[int]], exclude, width: int) -> tuple[list, list]:
         """Per prompt, the beam items (best first) and their scores; ``exclude``: per prompt, items to leave out."""
@@ -195,10 +215,27 @@ class SemanticLLMRecommender(LLMRecommender):
 
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, N]`` float32 CPU: beam items their beam scores, every other item a floor below them (no masking
-        besides ``exclude_history``)."""
+        besides ``exclude_history``); with a text-fusion weight, ``fuse``'s scores."""
+        return self.fuse(*self.score_parts(histories), self.fusion)
+
+    def score_parts(self, histories: Sequence[Sequence[int]], similarity: bool = False):
+        """``(beam_score_matrix [B, N], text similarity [B, N] or None)``, as ``LLMRecommender.score_parts``."""
         exclude = [list(h) for h in histories] if self.exclude_history else None
         items, scores = self.beams([self._prompt(h) for h in histories], exclude, self.beam_width)
-        return beam_score_matrix(items, scores, self.num_items)
+        base = beam_score_matrix(items, scores, self.num_items, floor=BEAM_FLOOR)
+        return base, self._similarity(histories, similarity)
+
+    @staticmethod
+    def fuse(base: torch.Tensor, sim: torch.Tensor | None, weight: float) -> torch.Tensor:
+        """Beam items (``base > BEAM_FLOOR``): ``base + weight * sim``; every other item below the lowest of them,
+        ordered by ``sim`` (``sim`` is a cosine, in [-1, 1]). Without similarity or weight: ``base`` itself."""
+        if not weight or sim is None:
+            return base
+        beam = base > BEAM_FLOOR
+        fused = torch.where(beam, base + weight * sim, torch.full_like(base, float("inf")))
+        low = fused.amin(dim=1, keepdim=True)  # [B, 1] the lowest fused beam score (inf: no beam item)
+        low = torch.where(torch.isinf(low), torch.zeros_like(low), low)
+        return torch.where(beam, fused, low - 1.0 - 2.0 * abs(weight) + weight * sim)
 
     def score_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """``score`` for ready-made prompt strings (code tokens as ``<|sid_l_c|>``), nothing excluded."""
@@ -300,10 +337,11 @@ def load_llm_run(
         rec.sids = sids
     else:
         rec.projector = load_projector(run)
-        rec.texts = load_item_text(run, len(catalog))
         rec.cold_rows, rec.cold_knn = cfg.get("cold_rows", "projector"), cfg.get("cold_knn", 1)
-        fusion = cfg.get("text_fusion", 0.0)
-        if fusion and rec.texts is None:
-            raise DataError(f"{run}: text_fusion {fusion} needs item_text.safetensors, which is missing")
+    rec.texts = load_item_text(run, len(catalog))
+    fusion = cfg.get("text_fusion", 0.0)
+    if fusion and rec.texts is None:
+        raise DataError(f"{run}: text_fusion {fusion} needs item_text.safetensors, which is missing")
+    if fusion:
         rec.fusion = rec.texts.fusion if fusion == -1 else fusion
     return rec
