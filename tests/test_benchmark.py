@@ -267,9 +267,10 @@ def test_jobs_runs_single_thread_subprocesses(tmp_path):
         assert "--num_threads 1" in log.splitlines()[0]
 
 
-def test_shipped_beauty_suite_gives_every_tuned_model_the_same_budget(monkeypatch):
+@pytest.mark.parametrize("name", ["beauty", "ml-1m", "sports"])
+def test_shipped_suites_give_every_tuned_model_the_same_budget(monkeypatch, name):
     monkeypatch.chdir(REPO)
-    suite = load_suite("configs/benchmarks/beauty.yaml")
+    suite = load_suite(f"configs/benchmarks/{name}.yaml")
     budgets = {m.name: len(search_points(suite, m)) + m.prior_trials for m in suite.models if m.tuned}
     assert set(budgets.values()) == {suite.trials} and suite.trials >= 16
     assert {"llm", "sasrec", "sasrec-cf", "gru4rec", "bert4rec"} <= set(budgets)
