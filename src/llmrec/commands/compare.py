@@ -138,8 +138,9 @@ def to_markdown(rows: list[dict], split: str, targets: str = "all") -> str:
     if notes:
         lines += ["", "Scoring (every other run: its model's own score of every item in the catalog):", *notes]
     if any("beam" in r.get("scoring", "") for r in rows):
-        lines += ["", "AUC of a beam-scored run counts every item outside its beams as ranked last (pessimistic ties), so "
-                  "it is not comparable with the AUC of a run that scores the whole catalog."]  # fmt: skip
+        lines += ["", "AUC of a beam-scored run ranks every item outside its beams below them (tied last, or with text "
+                  "fusion in the order of the text cosine), so it is not comparable with the AUC of a run that scores "
+                  "the whole catalog with its model."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
