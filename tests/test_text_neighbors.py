@@ -12,6 +12,7 @@ from llmrec.baselines import ModelArgs, TextKNN
 from llmrec.config import ConfigError, parse_config
 from llmrec.data import DataError, load_prepared, save_prepared
 from llmrec.data.processing import mark_cold_items
+from llmrec.decoding import BEAM_FLOOR
 from llmrec.items.neighbors import (
     ITEM_TEXT_FILE,
     ItemTexts,
@@ -24,7 +25,7 @@ from llmrec.llm.coldrows import row_sets
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.fusion import FUSION_GRID
 from llmrec.llm.loop import train
-from llmrec.llm.recommender import BEAM_FLOOR, load_llm_run
+from llmrec.llm.recommender import load_llm_run
 from llmrec.runs import read_metrics
 from test_llm_helpers import make_tiny_model_dir, make_toy_data
 

@@ -38,6 +38,8 @@ from llmrec.items.atomic import ItemVocab
 from llmrec.items.semantic_vocab import SemanticVocab
 from llmrec.trie import CodeTrie
 
+BEAM_FLOOR = -1e30  # beam_score_matrix's score of the items outside the beams: finite, below any beam score
+
 NORMALIZE = ("level", "trie", "none")
 
 
@@ -266,11 +268,11 @@ def _decode_paths(out, vocab: SemanticVocab, trie: CodeTrie, prompt_len: int, be
 
 
 def beam_score_matrix(
-    items: Sequence[Sequence[int]], scores: Sequence[Sequence[float]], num_items: int, floor: float = -1e30
+    items: Sequence[Sequence[int]], scores: Sequence[Sequence[float]], num_items: int, floor: float = BEAM_FLOOR
 ) -> torch.Tensor:
     """``[B, N]`` float32 scores for the shared evaluator from per-user beams (``generate_items_by_codes``).
 
-    Beam items get their beam scores; every other item gets ``floor`` (default ``-1e30``: finite, below any beam
+    Beam items get their beam scores; every other item gets ``floor`` (default ``BEAM_FLOOR``, -1e30: finite, below any beam
     score), so items outside the beams rank below every beam item and tie with each other; the evaluator breaks the
     tie pessimistically (a target outside the beams ranks after all of them). Pass ``floor=float("-inf")`` to make
     ``llmrec.inference.top_k`` drop non-beam items instead of returning them as fillers.

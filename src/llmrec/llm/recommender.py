@@ -27,7 +27,7 @@ from peft import PeftModel
 
 from llmrec.config import check_yaml_values, load_yaml
 from llmrec.data import Catalog, DataError
-from llmrec.decoding import beam_score_matrix, generate_items, generate_items_by_codes
+from llmrec.decoding import BEAM_FLOOR, beam_score_matrix, generate_items, generate_items_by_codes
 from llmrec.items.atomic import find_item_vocab, resize_for_items
 from llmrec.items.neighbors import DEFAULT_LAST_K, history_similarity, load_item_text
 from llmrec.items.projector import load_projector
@@ -42,7 +42,6 @@ from llmrec.prompts import PromptEncoder, parse_template
 from llmrec.runs import read_run_info, run_catalog
 from llmrec.trie import CodeTrie
 
-BEAM_FLOOR = -1e30  # the score of the items outside a semantic run's beams (beam_score_matrix's floor)
 RUN_FILES = ("run.json", "config.yaml", "prompt.txt", "tokenizer", "adapter", "catalog.parquet")
 SEMANTIC_RUN_FILES = (*RUN_FILES, IDS_FILE, CENTROIDS_FILE)  # a semantic-ID run also keeps its codes
 
@@ -117,7 +116,7 @@ class LLMRecommender:
     def _similarity(self, histories, similarity: bool) -> torch.Tensor | None:
         if self.texts is None or not (self.fusion or similarity):
             return None
-        return history_similarity(self.texts.vectors.float(), histories).to(torch.float32)
+        return history_similarity(self.texts.vectors, histories)  # ItemTexts.vectors: float32
 
     @staticmethod
     def fuse(base: torch.Tensor, sim: torch.Tensor | None, weight: float) -> torch.Tensor:
@@ -213,16 +212,13 @@ class SemanticLLMRecommender(LLMRecommender):
             self.item_lm.train(was_training)
         return items, scores
 
-    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[B, N]`` float32 CPU: beam items their beam scores, every other item a floor below them (no masking
-        besides ``exclude_history``); with a text-fusion weight, ``fuse``'s scores."""
-        return self.fuse(*self.score_parts(histories), self.fusion)
-
     def score_parts(self, histories: Sequence[Sequence[int]], similarity: bool = False):
-        """``(beam_score_matrix [B, N], text similarity [B, N] or None)``, as ``LLMRecommender.score_parts``."""
+        """``(beam_score_matrix [B, N], text similarity [B, N] or None)``, as ``LLMRecommender.score_parts``: so
+        ``score`` (inherited) gives beam items their beam scores, every other item a floor below them (no masking
+        besides ``exclude_history``), with a text-fusion weight ``fuse``'s scores."""
         exclude = [list(h) for h in histories] if self.exclude_history else None
         items, scores = self.beams([self._prompt(h) for h in histories], exclude, self.beam_width)
-        base = beam_score_matrix(items, scores, self.num_items, floor=BEAM_FLOOR)
+        base = beam_score_matrix(items, scores, self.num_items)  # floor: BEAM_FLOOR
         return base, self._similarity(histories, similarity)
 
     @staticmethod
