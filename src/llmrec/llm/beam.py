@@ -2,9 +2,12 @@
 
 ``llmrec.decoding.generate_items_by_codes`` runs ``model.generate`` with ``CodeTrieLogitsProcessor``; Hugging Face
 beam search copies every prompt ``W`` times before its first forward pass, so a width-50 search costs 50 prompt
-passes. Here each prompt runs through the decoder once, its key/value cache is repeated ``W`` times
-(``Cache.batch_repeat_interleave``), and only the ``L - 1`` later code tokens run per beam: for a prompt of ``P``
-tokens, ``P + W (L - 1)`` token positions instead of ``W (P + L - 1)``.
+passes. Here each prompt runs through the decoder once and its key/value cache is never copied: after step ``t``
+the ``W`` beams' new code tokens of a user run as one block of ``W`` positions appended to that user's cache, under
+a tree attention mask (``_tree_mask``) by which each token sees the prompt and its own beam's earlier codes only.
+For a prompt of ``P`` tokens that is ``P + W (L - 1)`` token positions instead of ``W (P + L - 1)``, and no
+``W``-fold copy (nor per-step reorder) of the prompt's cache, which at width 100 cost more than the model itself
+(docs/results.md, "Beam-search speed").
 
 It is the same search (``tests/test_beam.py`` checks items and scores against ``generate_items_by_codes``):
 
@@ -65,40 +68,57 @@ def beam_search_codes(
     processor = CodeTrieLogitsProcessor(vocab, trie, 0, exclude, rows_per_user=width)
     batch = len(prompts)
     rows = torch.arange(batch, device=device).repeat_interleave(width)  # [B*W]: each row's user
-    hidden, cache, mask, pos = _prefill(item_lm, ids, mask, width)  # [B*W, D]
+    hidden, cache, last = _prefill(item_lm, ids, mask)  # [B, D], cache of B rows, [B] last prompt position
+    hidden = hidden.repeat_interleave(width, dim=0)  # [B*W, D]: before the first step every beam is the empty one
     scores = torch.full((batch, width), float("-inf"), device=device)
     scores[:, 0] = 0.0  # one live (empty) beam per user before the first step
     tokens = torch.empty(batch * width, 0, dtype=torch.long)  # [B*W, t] generated code token ids (CPU)
+    ancestors = torch.empty(batch, width, 0, dtype=torch.long, device=device)  # [B, W, t] each beam's block slots
     weights = item_lm.item_weights()
     for step in range(trie.num_levels):
         cand = _step_scores(hidden, weights, vocab, processor, tokens, step, normalize)  # [B*W, C_t]
         size = cand.shape[1]
         total = (scores.reshape(-1, 1) + cand).reshape(batch, width * size)
         scores, flat = total.topk(width, dim=1)  # [B, W]
-        src = (rows * width + torch.div(flat, size, rounding_mode="floor").reshape(-1)).cpu()
+        parent = torch.div(flat, size, rounding_mode="floor")  # [B, W] the beam each new beam extends
+        src = (rows * width + parent.reshape(-1)).cpu()
         new = flat.reshape(-1).cpu() % size + vocab.level_start(step)
         tokens = torch.cat([tokens[src], new[:, None]], dim=1)
         if step + 1 < trie.num_levels:
-            cache.reorder_cache(src.to(device))
-            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-            pos = pos + 1
-            out = item_lm.decoder(input_ids=new[:, None].to(device), attention_mask=mask, position_ids=pos[:, None],
+            slot = torch.arange(width, device=device).expand(batch, width)[..., None]
+            ancestors = torch.cat([ancestors.gather(1, parent[..., None].expand(-1, -1, step)), slot], dim=2)
+            out = item_lm.decoder(input_ids=new.view(batch, width).to(device),
+                                  attention_mask=_tree_mask(mask, ancestors, width, hidden.dtype),
+                                  position_ids=(last + 1 + step)[:, None].expand(batch, width),
                                   cache=cache, use_cache=True)  # fmt: skip
-            hidden = out.last_hidden_state[:, -1]
+            hidden = out.last_hidden_state.reshape(batch * width, -1)
     items = trie.items(tokens - torch.tensor(vocab.starts)).view(batch, width)
     return _collect(items, scores.float().cpu())
 
 
-def _prefill(item_lm, ids: torch.Tensor, mask: torch.Tensor, width: int):
-    """Run the left-padded prompts once; return the last hidden state, cache, mask and last position, ``width``
-    times each (rows ``b * width .. b * width + width - 1`` belong to prompt ``b``)."""
+def _prefill(item_lm, ids: torch.Tensor, mask: torch.Tensor):
+    """Run the left-padded prompts ``[B, P]`` once; return the last hidden state ``[B, D]``, the cache (``B``
+    rows, ``P`` positions) and each prompt's last position ``[B]``."""
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
     out = item_lm.decoder(input_ids=ids, attention_mask=mask, position_ids=pos, cache=DynamicCache(),
                           use_cache=True)  # fmt: skip
-    cache = out.cache
-    cache.batch_repeat_interleave(width)
-    hidden = out.last_hidden_state[:, -1].repeat_interleave(width, dim=0)
-    return hidden, cache, mask.repeat_interleave(width, dim=0), pos[:, -1].repeat_interleave(width)
+    return out.last_hidden_state[:, -1], out.cache, pos[:, -1]
+
+
+def _tree_mask(prompt_mask: torch.Tensor, ancestors: torch.Tensor, width: int, dtype) -> torch.Tensor:
+    """``[B, 1, W, P + W (t + 1)]`` additive attention mask of step ``t``'s ``W`` new tokens per user.
+
+    The cache holds each user's prompt (``P`` positions, ``prompt_mask`` [B, P]) and then one block of ``W``
+    tokens per step, slot ``j`` of block ``s`` being the code that beam ``j`` chose at step ``s``. A new token
+    sees the real prompt tokens and its own beam's path: slot ``ancestors[b, j, s]`` of every block ``s <= t``
+    (``ancestors`` [B, W, t + 1], the last column its own slot).
+    """
+    batch, _, steps = ancestors.shape
+    seen = torch.zeros(batch, width, steps, width, dtype=torch.bool, device=ancestors.device)
+    seen.scatter_(3, ancestors[..., None], True)  # [B, W, t+1, W]: which slot of each block a beam sees
+    allowed = torch.cat([prompt_mask.bool()[:, None, :].expand(-1, width, -1), seen.flatten(2)], dim=2)
+    out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return out.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def _step_scores(hidden, weights, vocab, processor, tokens, step: int, normalize: str = "level") -> torch.Tensor:
