@@ -7,7 +7,8 @@ the ``W`` beams' new code tokens of a user run as one block of ``W`` positions a
 a tree attention mask (``_tree_mask``) by which each token sees the prompt and its own beam's earlier codes only.
 For a prompt of ``P`` tokens that is ``P + W (L - 1)`` token positions instead of ``W (P + L - 1)``, and no
 ``W``-fold copy (nor per-step reorder) of the prompt's cache, which at width 100 cost more than the model itself
-(docs/results.md, "Beam-search speed").
+(docs/results.md, "Beam-search speed"). The mask is a 4D additive one, which the eager and SDPA attention of
+``transformers`` (the defaults here) take as given; FlashAttention-2, which takes only padding masks, cannot run it.
 
 It is the same search (``tests/test_beam.py`` checks items and scores against ``generate_items_by_codes``):
 
