@@ -14,7 +14,6 @@ import time
 import torch
 
 from llmrec.data import load_prepared
-from llmrec.evaluation import _selected_users
 from llmrec.llm.recommender import load_llm_run
 
 run, data_dir, width, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -22,7 +21,7 @@ torch.set_num_threads(1)
 rec = load_llm_run(run, beam_width=width)
 rec.fusion = 0.0
 data = load_prepared(data_dir)
-hist, _, _ = _selected_users(data, "valid", "all")
+hist, _ = data.split("valid")
 hist = [list(h) for h in hist[:n]]
 t = time.perf_counter()
 s = rec.score(hist)

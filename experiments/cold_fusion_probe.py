@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from llmrec.data import load_prepared
-from llmrec.evaluation import _selected_users, evaluate
+from llmrec.evaluation import evaluate, metrics_from_ranks
 from llmrec.llm.recommender import load_llm_run
 
 
@@ -47,7 +47,7 @@ def main() -> None:
 
     evaluate(first, data, args.split, mask_history=True)  # the one model pass
     grid = [(float(wt), float(wu)) for wt in args.trained.split(",") for wu in args.untrained.split(",")]
-    _, target_items, _ = _selected_users(data, args.split, "all")
+    _, target_items = data.split(args.split)  # the evaluator's users, in its order
     is_cold = np.isin(np.asarray(target_items), sorted(data.cold_items))
     rows = []
     for wt, wu in grid:
@@ -61,11 +61,8 @@ def main() -> None:
         ranks = evaluate(score, data, args.split, mask_history=True, return_ranks=True)["ranks"]
         row = {"trained": wt, "untrained": wu}
         for name, keep in (("all", slice(None)), ("cold", is_cold), ("warm", ~is_cold)):
-            r = ranks[keep]
-            row[name] = (
-                round(float(np.where(r < 10, 1 / np.log2(r + 2), 0).mean()), 4),
-                round(float((r < 10).mean()), 4),
-            )
+            m = metrics_from_ranks(ranks[keep], ks=(10,))
+            row[name] = (round(m["ndcg@10"], 4), round(m["hr@10"], 4))
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: r["all"][0])

@@ -75,6 +75,7 @@ def beam_search_codes(
     scores[:, 0] = 0.0  # one live (empty) beam per user before the first step
     tokens = torch.empty(batch * width, 0, dtype=torch.long)  # [B*W, t] generated code token ids (CPU)
     ancestors = torch.empty(batch, width, 0, dtype=torch.long, device=device)  # [B, W, t] each beam's block slots
+    slot = torch.arange(width, device=device).expand(batch, width)[..., None]  # [B, W, 1] each beam's own slot
     weights = item_lm.item_weights()
     for step in range(trie.num_levels):
         cand = _step_scores(hidden, weights, vocab, processor, tokens, step, normalize)  # [B*W, C_t]
@@ -86,7 +87,6 @@ def beam_search_codes(
         new = flat.reshape(-1).cpu() % size + vocab.level_start(step)
         tokens = torch.cat([tokens[src], new[:, None]], dim=1)
         if step + 1 < trie.num_levels:
-            slot = torch.arange(width, device=device).expand(batch, width)[..., None]
             ancestors = torch.cat([ancestors.gather(1, parent[..., None].expand(-1, -1, step)), slot], dim=2)
             out = item_lm.decoder(input_ids=new.view(batch, width).to(device),
                                   attention_mask=_tree_mask(mask, ancestors, width, hidden.dtype),
