@@ -55,7 +55,7 @@ def direct(smoke):
 
 def _core(report: dict) -> dict:
     """The report without what legitimately differs between two runs of it (when, where, how long)."""
-    return {k: v for k, v in report.items() if k not in ("provenance", "timing")}
+    return {k: v for k, v in report.items() if k not in ("provenance", "timing", "records")}
 
 
 def _metrics_mtimes(root: Path) -> dict:
@@ -153,6 +153,60 @@ def test_plan_then_collect_gives_the_direct_report(smoke, direct):
     done = run_benchmark(suite, out, mode="collect")
     assert done.status == "done" and (out / "plan.txt").read_text() == ""
     assert _core(done.report) == _core(direct[0].report)
+
+
+def test_records_carry_finished_trials_to_a_new_directory(smoke, direct):
+    """Export every trial of a finished benchmark, then rebuild the same report elsewhere from the records alone."""
+    from llmrec.evaluation import metrics_from_ranks
+
+    # every trial's own test kept its per-user ranks (so neither export nor the report scores the test users again)
+    for run in (smoke / "direct" / "trials").glob("toy/*/*"):
+        test = json.loads((run / "metrics.json").read_text())["test"]["metrics"]
+        assert json.loads((run / "test_ranks.json").read_text())["test_metrics"] == test
+        again = metrics_from_ranks(np.load(run / "test_ranks.npy"), ks=(10,))
+        assert abs(again["ndcg@10"] - test["ndcg@10"]) < 1e-9 and abs(again["hr@10"] - test["hr@10"]) < 1e-9
+    rec, suite = smoke / "records", load_suite(SMOKE)
+    run_benchmark(suite, smoke / "direct", records=rec, log=lambda line: None)  # exports, runs nothing
+    files = sorted(p.relative_to(rec).as_posix() for p in rec.rglob("*") if p.is_file())
+    assert len(files) == 16 and "toy/sasrec/t001-seed1.ranks.npz" in files
+    for path in rec.rglob("*.json"):
+        text = path.read_text()
+        assert str(smoke) not in text and str(smoke.resolve()) not in text  # no absolute path of this machine
+    logs = []
+    moved = run_benchmark(suite, smoke / "moved", records=rec, log=logs.append)
+    assert not [line for line in logs if line.startswith("[benchmark] running")]
+    assert any("restored 5 finished trial(s)" in line for line in logs)  # tuning; then the 3 seed runs
+    assert not list((smoke / "moved" / "trials").rglob("*.safetensors"))  # no weights travel
+    assert _core(moved.report) == _core(direct[0].report)
+    assert moved.report["records"]["restored"] == 8 and moved.report["records"]["trials"] == 8
+
+    # a trial whose record is gone runs again (and gets a record); the others stay restored
+    for path in rec.glob("toy/sasrec/t000*"):
+        path.unlink()
+    logs = []
+    again = run_benchmark(suite, smoke / "partial", records=rec, log=logs.append)
+    assert [line.split(":")[0] for line in logs if line.startswith("[benchmark] running")] == [
+        "[benchmark] running toy/sasrec/t000"
+    ]
+    assert (rec / "toy/sasrec/t000.json").is_file()
+    assert _core(again.report)["datasets"][0]["bootstrap"] == _core(direct[0].report)["datasets"][0]["bootstrap"]
+
+
+def test_records_of_other_options_or_altered_ranks_are_refused(smoke, direct, tmp_path):
+    from llmrec.errors import DataError
+
+    rec = tmp_path / "rec"
+    run_benchmark(load_suite(SMOKE), smoke / "direct", records=rec, log=lambda line: None)
+    suite = yaml.safe_load((smoke / SMOKE).read_text())
+    suite["models"][1]["set"]["hidden_size"] = 16
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(suite))
+    with pytest.raises(ConfigError, match=r"t000\.json: the record has hidden_size: 8, the suite asks for 16"):
+        run_benchmark(load_suite(changed), tmp_path / "b1", records=rec, mode="plan")
+    ranks = rec / "toy" / "pop" / "t000.ranks.npz"
+    ranks.write_bytes(ranks.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(DataError, match="does not match the sha256"):
+        run_benchmark(load_suite(SMOKE), tmp_path / "b2", records=rec, mode="plan")
 
 
 def _fake_trial(root: Path, name: str, valid: float, num_users: int, data) -> Trial:

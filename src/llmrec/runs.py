@@ -10,6 +10,9 @@ A run directory holds:
                      "valid": <evaluator result of the selected checkpoint> + {"step" | "epoch"},
                      "test": <evaluator result> | null, "history": [validation entries], "train": {...}}
     + the kind's weights (LLM: adapter/, tokenizer/, prompt.txt; baseline: model.safetensors)
+    test_ranks.npy  when the test covered every user: each test user's 0-based target rank (int64 ``[num_users]``,
+    test_ranks.json data order) and its tag {"run_created", "users_digest", "test_metrics"} (``write_test_ranks``);
+                    the benchmark's paired bootstrap reads them instead of scoring the test users again
 
 ``run.json`` is the marker that makes a directory an llmrec run: ``--overwrite`` refuses any directory without
 it. Evaluation needs the prepared data again; ``load_run_data`` finds it (at the recorded path or one given) and
@@ -29,6 +32,7 @@ from llmrec.data import Catalog, DataError, PreparedData, load_catalog, load_pre
 from llmrec.files import atomic_write_json, read_json
 
 RUN_FORMAT = 2
+RANKS_FILE, RANKS_META = "test_ranks.npy", "test_ranks.json"
 RUN_KINDS = ("llm", "baseline")
 SPLIT_KEYS = ("valid", "test")
 
@@ -154,6 +158,26 @@ def write_metrics(run_dir: str | os.PathLike, info: dict, **fields) -> dict:
     metrics.update(fields)
     atomic_write_json(Path(run_dir) / "metrics.json", metrics)
     return metrics
+
+
+def ranks_tag(info: dict, users_digest: str, test_metrics: dict) -> dict:
+    """What ``test_ranks.json`` holds: the ranks belong to this run (``created``), these users and these metrics."""
+    return {"run_created": info["created"], "users_digest": users_digest, "test_metrics": test_metrics}
+
+
+def write_test_ranks(run_dir: str | os.PathLike, info: dict, result: dict) -> dict:
+    """Pop ``"ranks"`` from an ``evaluate(..., return_ranks=True)`` test result and store them (module docstring);
+    returns the result without them, ready for ``metrics.json``."""
+    import numpy as np
+
+    result = dict(result)
+    ranks = result.pop("ranks")
+    run_dir = Path(run_dir)
+    tmp = run_dir / f".{RANKS_FILE}.tmp.npy"
+    np.save(tmp, ranks)
+    tmp.replace(run_dir / RANKS_FILE)
+    atomic_write_json(run_dir / RANKS_META, ranks_tag(info, result["users_digest"], result["metrics"]))
+    return result
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict:

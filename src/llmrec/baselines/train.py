@@ -32,7 +32,15 @@ from llmrec.data import Catalog, PreparedData, load_prepared
 from llmrec.evaluation import evaluate
 from llmrec.files import atomic_write_with
 from llmrec.items.cooccurrence import add_cf_rows, cooccurrence_factors
-from llmrec.runs import clear_outputs, plan_run_dir, read_run_info, run_catalog, write_metrics, write_run_info
+from llmrec.runs import (
+    clear_outputs,
+    plan_run_dir,
+    read_run_info,
+    run_catalog,
+    write_metrics,
+    write_run_info,
+    write_test_ranks,
+)
 
 BASELINE_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "model.safetensors", "checkpoint.pt",
                     "metrics.json", "eval_valid.json", "eval_test.json", "eval_valid_warm.json",
@@ -180,9 +188,9 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
     info = read_run_info(out)
 
     def run_eval(split: str) -> dict:
-        return evaluate(
-            model.score, data, split, ks=cfg.ks, mask_history=cfg.mask_history, batch_size=cfg.eval_batch_size
-        )
+        res = evaluate(model.score, data, split, ks=cfg.ks, mask_history=cfg.mask_history,
+                       batch_size=cfg.eval_batch_size, return_ranks=split == "test")  # fmt: skip
+        return write_test_ranks(out, info, res) if split == "test" else res
 
     if not getattr(model, "trainable", True):  # Pop: counting, no epochs
         if hasattr(model, "fit_data"):  # TextKNN: embeds the catalog's texts (cfg: encoder, history length)

@@ -78,8 +78,9 @@ def _run_subprocess(trial: Trial, resume: bool, root: Path) -> int:
         return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False).returncode
 
 
-def run_trials(pending: list[tuple[Trial, bool]], progress: Progress, jobs: int, root: Path) -> None:
+def run_trials(pending: list[tuple[Trial, bool]], progress: Progress, jobs: int, root: Path, on_done=None) -> None:
     """Run ``(trial, resume)`` pairs; ``jobs`` 0: one at a time in this process, else N subprocesses.
+    ``on_done(trial)`` runs in this process after each trial that finished without error.
 
     Raises:
         TrialFailed: a subprocess trial failed (after the others finished); in-process, a trial's own error.
@@ -90,6 +91,8 @@ def run_trials(pending: list[tuple[Trial, bool]], progress: Progress, jobs: int,
             progress.log(f"[benchmark] running {trial.key}{' (resuming)' if resume else ''}: {trial.shell(resume)}")
             run_in_process(trial, resume)
             progress.finished(trial, time.perf_counter() - start)
+            if on_done:
+                on_done(trial)
         return
     failed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -102,6 +105,8 @@ def run_trials(pending: list[tuple[Trial, bool]], progress: Progress, jobs: int,
                 progress.log(f"[benchmark] FAILED {trial.key} after {_duration(seconds)}: see {log_path(root, trial)}")
             else:
                 progress.finished(trial, seconds, jobs)
+                if on_done:
+                    on_done(trial)
     if failed:
         raise TrialFailed(f"{len(failed)} trial(s) failed: " + "; ".join(failed) + "; fix and run the benchmark again")
 

@@ -111,11 +111,17 @@ def _provenance(report: dict) -> str:
     prov, m = report["provenance"], report["provenance"]["machine"]
     commit = (prov["git_commit"] or "unknown")[:12] + (" with uncommitted changes" if prov["git_dirty"] else "")
     gpus = ", ".join(m["gpus"]) or "none"
-    return (
+    text = (
         f"Suite `{report['suite']['path']}`; made {prov['date']} with llmrec {prov['llmrec_version']} (commit "
         f"{commit}) on {m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable), GPU: {gpus}; Python "
         f"{m['python']}, torch {m['torch']}."
     )
+    rec = report.get("records") or {}
+    if rec.get("restored"):
+        commits = ", ".join(c[:12] for c in rec["commits"])
+        text += (f" {rec['restored']} of its {rec['trials']} trials ran in earlier calls and were restored from the "
+                 f"trial records in `{rec['dir']}` (exported at commit(s) {commits}; on {'; '.join(rec['machines'])}).")  # fmt: skip
+    return text
 
 
 def to_markdown(report: dict) -> str:

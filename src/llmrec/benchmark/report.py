@@ -34,18 +34,18 @@ from llmrec.benchmark.trials import Trial
 from llmrec.errors import DataError
 from llmrec.evaluation import metrics_from_ranks, paired_bootstrap, users_digest
 from llmrec.files import atomic_write_json, read_json
-from llmrec.runs import evaluation_protocol
+from llmrec.runs import RANKS_FILE, RANKS_META, evaluation_protocol, ranks_tag
 
 REPORT_FORMAT = 1
 # f1@K and auc are null in the seeds (and absent from the means) of runs evaluated before they existed
 REPORT_METRICS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "f1@10", "f1@20", "auc")
-RANKS_FILE, RANKS_META = "test_ranks.npy", "test_ranks.json"
 
 
 def test_ranks(trial: Trial, dataset: Dataset, device: str = "cpu") -> tuple[np.ndarray, float]:
     """Each test user's 0-based target rank for a finished run, and the largest gap to its stored test metrics.
 
-    Cached as ``test_ranks.npy`` + ``test_ranks.json`` in the run directory, recomputed when the run changed.
+    Read from ``test_ranks.npy`` + ``test_ranks.json`` in the run directory (written by the run's own test, see
+    ``llmrec.runs``, or by an earlier call); recomputed with the shared evaluator when absent or stale.
     """
     import torch
 
@@ -55,8 +55,7 @@ def test_ranks(trial: Trial, dataset: Dataset, device: str = "cpu") -> tuple[np.
 
     run = trial.run_dir
     stored = read_json(run / "metrics.json")["test"]["metrics"]
-    tag = {"run_created": read_run_info(run)["created"], "users_digest": users_digest(dataset.data.users),
-           "test_metrics": stored}  # fmt: skip
+    tag = ranks_tag(read_run_info(run), users_digest(dataset.data.users), stored)
     if (run / RANKS_FILE).is_file() and (run / RANKS_META).is_file() and read_json(run / RANKS_META) == tag:
         ranks = np.load(run / RANKS_FILE)
     else:

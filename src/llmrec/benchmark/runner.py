@@ -24,6 +24,7 @@ from pathlib import Path
 
 from llmrec.benchmark.datasets import Dataset, load_datasets
 from llmrec.benchmark.execute import Progress, run_trials
+from llmrec.benchmark.records import export_record, portable, restore_record, restored_from
 from llmrec.benchmark.report import REPORT_FORMAT, dataset_block, protocol_block
 from llmrec.benchmark.search import search_points
 from llmrec.benchmark.select import Selection, select
@@ -63,8 +64,10 @@ def _prepare_root(suite: Suite, root: Path) -> None:
 class Benchmark:
     """A suite bound to its directory: its data sets, trials, selection and report."""
 
-    def __init__(self, suite: Suite, root: str | Path, log=print):
-        self.suite, self.root, self.log = suite, Path(root), log
+    def __init__(self, suite: Suite, root: str | Path, log=print, records: str | Path | None = None,
+                 device: str = "cpu"):  # fmt: skip
+        self.suite, self.root, self.log, self.device = suite, Path(root), log, device
+        self.records = Path(records) if records else None
         self.points = {m.name: search_points(suite, m) for m in suite.models}  # suite errors before any write
         _prepare_root(suite, self.root)
         self.datasets: dict[str, Dataset] = load_datasets(suite, self.root, log)
@@ -87,6 +90,28 @@ class Benchmark:
             out[d, name] = [t] + [make_trial(self.suite, models[name], d, self.datasets[d].path, self.root,
                                              f"{t.name}-seed{s}", s, t.params) for s in self.suite.seeds[1:]]  # fmt: skip
         return out
+
+    def restore(self, trials: list[Trial]) -> int:
+        """Rebuild the missing run directories that have a record (``llmrec.benchmark.records``); returns how many."""
+        if self.records is None:
+            return 0
+        n = 0
+        for t in trials:
+            if state(t, self.datasets[t.data].fingerprint) == "missing":
+                n += restore_record(t, self.datasets[t.data], self.records)
+        if n:
+            self.log(f"[benchmark] restored {n} finished trial(s) from the records in {self.records}")
+        return n
+
+    def export(self, trials: list[Trial]) -> int:
+        """Write the record of every finished trial that has none; returns how many were written."""
+        if self.records is None:
+            return 0
+        n = 0
+        for t in trials:
+            if state(t, self.datasets[t.data].fingerprint) == "done":
+                n += export_record(t, self.datasets[t.data], self.records, self.device) is not None
+        return n
 
     def pending(self, trials: list[Trial]) -> tuple[list[tuple[Trial, bool]], int]:
         """The unfinished trials as ``(trial, resume)``, and how many are finished."""
@@ -111,10 +136,13 @@ class Benchmark:
 
     def phase(self, name: str, trials: list[Trial], mode: str, jobs: int) -> int:
         """Run (mode run) or plan (plan, collect) the pending trials of a phase; returns how many are left."""
+        self.restore(trials)
+        self.export(trials)  # trials finished by a scheduler, or before a call with --records
         todo, done = self.pending(trials)
         if todo and mode == "run":
             self.log(f"[benchmark] {name}: {len(trials)} trial(s), {done} finished before, {len(todo)} to run")
-            run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root)
+            on_done = (lambda t: self.export([t])) if self.records else None
+            run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root, on_done)
             todo, _ = self.pending(trials)
         if todo and mode != "run":
             atomic_write_text(self.root / PLAN_FILE, "".join(t.shell(resume) + "\n" for t, resume in todo))
@@ -146,6 +174,20 @@ class Benchmark:
             "datasets": blocks,
             "provenance": provenance(),
             "timing": self.timing(seeds),
+            "records": self.records_block(seeds),
+        }
+
+    def records_block(self, seeds) -> dict:
+        """How many of the report's trials were restored from records, and the commits and machines behind them."""
+        trials = {t.key: t for ts in self.tuning_trials().values() for t in ts}
+        trials.update({t.key: t for ts in seeds.values() for t in ts})
+        marks = [m for m in (restored_from(t) for t in trials.values()) if m]
+        return {
+            "dir": portable(str(self.records.resolve())) if self.records else None,
+            "trials": len(trials),
+            "restored": len(marks),
+            "commits": sorted({str(m["exported"].get("git_commit")) for m in marks}),
+            "machines": sorted({_machine_name(m["exported"].get("machine") or {}) for m in marks}),
         }
 
     def timing(self, seeds) -> dict:
@@ -159,6 +201,11 @@ class Benchmark:
         return out
 
 
+def _machine_name(m: dict) -> str:
+    gpus = ", ".join(m.get("gpus") or []) or "no GPU"
+    return f"{m.get('cpu')} ({m.get('usable_cores')} usable cores; {gpus})"
+
+
 def write_report(report: dict, root: Path) -> list[Path]:
     from llmrec.benchmark.render import plot, to_markdown
 
@@ -170,8 +217,9 @@ def write_report(report: dict, root: Path) -> list[Path]:
 
 
 def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int = 0, device: str = "cpu",
-                  log=print) -> Outcome:  # fmt: skip
-    """Run, plan or collect ``suite`` in ``root`` (see the module docstring).
+                  log=print, records: str | Path | None = None) -> Outcome:  # fmt: skip
+    """Run, plan or collect ``suite`` in ``root`` (see the module docstring); ``records``: a trial-record directory
+    (``llmrec.benchmark.records``) that finished trials are exported to and missing ones restored from.
 
     Raises:
         ConfigError: a bad suite, a refused directory, or a trial directory that holds something else.
@@ -179,7 +227,7 @@ def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int =
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    bench = Benchmark(suite, root, log)
+    bench = Benchmark(suite, root, log, records, device)
     tuning = bench.tuning_trials()
     left = bench.phase("tuning", [t for ts in tuning.values() for t in ts], mode, jobs)
     if left:

@@ -9,6 +9,7 @@ paired bootstrap of the best LLM against the best baseline (``llmrec.benchmark``
     llmrec benchmark --suite S --output_dir DIR --jobs 4        # 4 single-thread trial processes at a time
     llmrec benchmark --suite S --output_dir DIR --plan true     # DIR/plan.txt: one command per tuning trial
     llmrec benchmark --suite S --output_dir DIR --collect true  # seed-phase plan, then (once run) the report
+    llmrec benchmark --suite S --output_dir DIR --records REC   # also export finished trials to REC / restore them
     llmrec benchmark --render                                   # README.md, docs/results.md blocks from their JSON
     llmrec benchmark --render --check                           # exit 1 when a block differs from its report
 
@@ -52,6 +53,14 @@ class BenchmarkConfig:
         metadata={"help": "0: run trials one at a time in this process; N: N single-thread subprocesses at a time."},
     )
     device: str = field(default="cpu", metadata={"help": "Device for re-scoring the seed runs' test users."})
+    records: str = field(
+        default="",
+        metadata={
+            "help": "Trial-record directory (e.g. docs/benchmarks/NAME/records, committed): every finished trial "
+            "is exported there (options, metrics, test ranks; no weights) and missing trials are restored from it, "
+            "so a benchmark can run over many sessions or machines."
+        },
+    )
     render: bool = field(
         default=False,
         metadata={
@@ -72,7 +81,9 @@ class BenchmarkConfig:
         if self.check and not self.render:
             raise ConfigError("check: only with --render")
         if self.render:
-            given = [f"--{name}" for name in ("suite", "output_dir", "plan", "collect", "jobs") if getattr(self, name)]
+            given = [
+                f"--{n}" for n in ("suite", "output_dir", "plan", "collect", "jobs", "records") if getattr(self, n)
+            ]
             if given:
                 raise ConfigError(f"render: --render re-renders committed reports only; drop {', '.join(given)}")
             return
@@ -101,7 +112,9 @@ def main(argv: list[str]) -> int:
     from llmrec.benchmark import load_suite, run_benchmark
 
     mode = "plan" if cfg.plan else "collect" if cfg.collect else "run"
-    outcome = run_benchmark(load_suite(cfg.suite), cfg.output_dir, mode=mode, jobs=cfg.jobs, device=cfg.device)
+    outcome = run_benchmark(
+        load_suite(cfg.suite), cfg.output_dir, mode=mode, jobs=cfg.jobs, device=cfg.device, records=cfg.records or None
+    )
     if outcome.report is not None:
         for block in outcome.report["datasets"]:
             boot = block["bootstrap"]

@@ -50,7 +50,7 @@ from llmrec.llm.fusion import select_fusion
 from llmrec.llm.optim import make_optimizer, make_scheduler
 from llmrec.llm.recommender import load_llm_run, make_recommender
 from llmrec.llm.rundir import apply_plan, check_resumed_codes, plan_train_dir, trim_log, write_train_run
-from llmrec.runs import write_metrics
+from llmrec.runs import write_metrics, write_test_ranks
 
 
 @dataclass
@@ -242,14 +242,16 @@ class Trainer:
                  "num_processes": self.world}  # fmt: skip
         result = {"status": "done", "valid": state.best, "test": None, "history": state.evals, "train": train}
         if acc.is_main_process:
+            info = json.loads((self.run_dir / "run.json").read_text())
             selected = self.choose_fusion(train)
             if cfg.test_users >= 0:
                 rec = selected or load_llm_run(self.run_dir, device=str(acc.device), batch_size=cfg.eval_batch_size)
                 test_data = self.data.subsample(cfg.test_users, cfg.seed)
+                every = test_data.num_users == self.data.num_users  # ranks are kept for a test of every user
                 res = evaluate(rec.score, test_data, "test", mask_history=True, batch_size=256, progress=cfg.progress,
-                               protocol_note=rec.protocol_note)  # fmt: skip
+                               protocol_note=rec.protocol_note, return_ranks=every)  # fmt: skip
+                res = write_test_ranks(self.run_dir, info, res) if every else res
                 result["test"] = {**res, "users_per_s": res["num_users"] / max(res["wall_time_s"], 1e-9)}
-            info = json.loads((self.run_dir / "run.json").read_text())
             result = write_metrics(self.run_dir, info, **result)
         acc.wait_for_everyone()
         return result
