@@ -1,5 +1,5 @@
 """Semantic-ID runs end to end on a tiny offline Llama: codes, prompts, the code-level loss, beam-search scoring,
-save -> load, and the commands (train, evaluate, recommend, compare, serve); the atomic path stays bit-identical."""
+save -> load, and the commands (train, evaluate, recommend, compare, serve); the atomic path stays as it was (losses to 1e-6)."""
 
 from __future__ import annotations
 
@@ -265,7 +265,9 @@ def test_text_cf_codes_titles_sft_and_masking_train(paths):
 
 # Losses of short atomic runs on this tiny model and toy data, logged before semantic IDs were wired in
 # (llmrec 2026-12-01, torch CPU, 1 thread): the atomic path must keep consuming randomness and building examples
-# exactly as it did.
+# exactly as it did. Compared to 1e-6 relative, not bit for bit: a later transformers release (5.24) moved one
+# loss in its 7th digit (2.4842556 vs 2.4842558) with the same code; another draw (--seed 1 or 2 instead of 0)
+# moves the losses of seq_titles_mask_mean by up to 2.9% and 2.4%.
 ATOMIC_BASELINE = {
     "seq_cf": (
         {"item_cf_dim": 4, "item_mask_prob": 0.3, "label_smoothing": 0.3, "lr_schedule": "wsd"},
@@ -288,7 +290,7 @@ ATOMIC_BASELINE = {
 
 
 @pytest.mark.parametrize("name", sorted(ATOMIC_BASELINE))
-def test_atomic_losses_are_bit_identical_to_before(paths, name):
+def test_atomic_losses_are_unchanged_from_before(paths, name):
     kw, expected = ATOMIC_BASELINE[name]
     threads = torch.get_num_threads()
     try:  # one thread: float sums in the same order as when the baseline was logged
@@ -297,7 +299,7 @@ def test_atomic_losses_are_bit_identical_to_before(paths, name):
         train(cfg)
     finally:
         torch.set_num_threads(threads)
-    assert _losses(paths["root"] / f"base_{name}") == expected
+    assert _losses(paths["root"] / f"base_{name}") == pytest.approx(expected, rel=1e-6, abs=0)
 
 
 def test_trie_loss_normalises_each_code_over_its_prefix_children(paths):
@@ -356,3 +358,24 @@ def test_trie_loss_run_trains_and_scores_with_the_same_normalisation(paths):
     _, scores = rec.beams([rec._prompt([0, 1, 2])], None, 12)
     probs = np.exp(scores[0])  # per-step distributions over the allowed codes: the item probabilities sum to 1
     assert len(scores[0]) == 12 and probs.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_resume_reads_the_runs_own_codes_and_refuses_other_code_options(paths, monkeypatch):
+    """k-means, the factors and the encoder are not bit-reproducible across thread counts or machines: a resumed
+    semantic-ID run continues in the codes it stored, never clusters again, and refuses options that decide codes."""
+    import llmrec.llm.build as build
+
+    kw = {**SID, "save_every": 2, "lr_schedule": "constant", "test_users": -1}
+    train(_cfg(paths, "sem_resume", max_steps=2, **kw))
+    run = paths["root"] / "sem_resume"
+    stored = load_semantic_ids(run).codes.copy()
+
+    def no_clustering(*args, **kwargs):
+        raise AssertionError("a resumed run clustered its items again")
+
+    monkeypatch.setattr(build, "rq_kmeans_warm", no_clustering)
+    with pytest.raises(ConfigError, match="resume: sid_codes is 2, the run started with 3"):
+        train(_cfg(paths, "sem_resume", max_steps=4, resume=True, **{**kw, "sid_codes": 2}))
+    train(_cfg(paths, "sem_resume", max_steps=4, resume=True, num_threads=1, **kw))
+    assert [json.loads(line)["step"] for line in open(run / "train_log.jsonl")][-1] == 4
+    assert np.array_equal(load_semantic_ids(run).codes, stored)

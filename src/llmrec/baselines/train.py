@@ -33,6 +33,8 @@ from llmrec.evaluation import evaluate
 from llmrec.files import atomic_write_with
 from llmrec.items.cooccurrence import add_cf_rows, cooccurrence_factors
 from llmrec.runs import (
+    RANKS_FILE,
+    RANKS_META,
     clear_outputs,
     plan_run_dir,
     read_run_info,
@@ -44,7 +46,8 @@ from llmrec.runs import (
 
 BASELINE_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "model.safetensors", "checkpoint.pt",
                     "metrics.json", "eval_valid.json", "eval_test.json", "eval_valid_warm.json",
-                    "eval_valid_cold.json", "eval_test_warm.json", "eval_test_cold.json")  # fmt: skip
+                    "eval_valid_cold.json", "eval_test_warm.json", "eval_test_cold.json", RANKS_FILE,
+                    RANKS_META)  # fmt: skip
 
 
 class BaselineRecommender:

@@ -49,7 +49,14 @@ from llmrec.llm.examples import build_examples, collate, epoch_batches
 from llmrec.llm.fusion import select_fusion
 from llmrec.llm.optim import make_optimizer, make_scheduler
 from llmrec.llm.recommender import load_llm_run, make_recommender
-from llmrec.llm.rundir import apply_plan, check_resumed_codes, plan_train_dir, trim_log, write_train_run
+from llmrec.llm.rundir import (
+    apply_plan,
+    check_resumed_codes,
+    plan_train_dir,
+    resumed_codes,
+    trim_log,
+    write_train_run,
+)
 from llmrec.runs import write_metrics, write_test_ranks
 
 
@@ -280,6 +287,8 @@ def train(cfg: TrainConfig, sids: SemanticIds | None = None) -> dict:
     set_seed(cfg.seed)
     plan = plan_train_dir(cfg)  # a refused run directory fails before anything loads
     data = load_prepared(cfg.data)  # every input is checked before the run directory is touched
+    if plan == "resume" and sids is None and cfg.item_ids == "semantic":
+        sids = resumed_codes(cfg, Path(cfg.output_dir))  # the run's own codes, not clustered again
     built = build_model(cfg, data, sids=sids)
     resume = apply_plan(cfg, acc, plan)
     result = Trainer(cfg, acc, data, built, resume).run()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from llmrec.config import ConfigError, save_config
 from llmrec.data import DataError, PreparedData
@@ -14,13 +15,17 @@ from llmrec.files import atomic_write_text
 from llmrec.items.projector import PROJECTOR_FILE
 from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids, save_semantic_ids
 from llmrec.llm.checkpoint import has_checkpoint
-from llmrec.runs import clear_outputs, plan_run_dir, write_run_info
+from llmrec.runs import RANKS_FILE, RANKS_META, clear_outputs, plan_run_dir, write_run_info
 
 # everything `llmrec train` writes into a run directory (what --overwrite may remove; feedback.sqlite stays)
 TRAIN_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "prompt.txt", "tokenizer", "adapter", "checkpoint",
                  ".checkpoint.tmp", ".checkpoint.old", ".adapter.tmp", ".adapter.old", "metrics.json",
                  "train_log.jsonl", "eval_valid.json", "eval_test.json", "eval_valid_warm.json", "eval_valid_cold.json",
-                 "eval_test_warm.json", "eval_test_cold.json", IDS_FILE, CENTROIDS_FILE, PROJECTOR_FILE)  # fmt: skip
+                 "eval_test_warm.json", "eval_test_cold.json", IDS_FILE, CENTROIDS_FILE, PROJECTOR_FILE, RANKS_FILE,
+                 RANKS_META)  # fmt: skip
+# the options that, with the data, decide a semantic-ID run's code paths: a resumed run keeps those it started with
+CODE_OPTIONS = ("item_ids", "sid_levels", "sid_codes", "sid_embeddings", "sid_cf_weight", "sid_kmeans",
+                "sid_extra_codes", "item_text_encoder", "item_cf_dim", "item_cf_window", "seed")  # fmt: skip
 
 
 def plan_train_dir(cfg) -> str:
@@ -74,6 +79,32 @@ def trim_log(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def resumed_codes(cfg, run_dir: Path):
+    """The code paths a semantic-ID run started with, read back from ``run_dir`` for its resumption.
+
+    Not clustered again: the text encoder, the co-occurrence factors and k-means are reproducible for one machine
+    and thread count, not across them (a run started on 2 threads and resumed on 1 would get other codes), and the
+    run's examples and trained code rows are in its own codes.
+
+    Raises:
+        ConfigError: an option of ``CODE_OPTIONS`` differs from the run's ``config.yaml`` (named), or the stored
+            codes are unreadable.
+    """
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    for key in CODE_OPTIONS:
+        ran, now = saved.get(key), getattr(cfg, key)
+        lowered = key == "item_cf_dim" and isinstance(ran, int) and 0 <= ran <= now  # as run: lowered to fit
+        if key in saved and ran != now and not lowered:
+            raise ConfigError(
+                f"resume: {key} is {now!r}, the run started with {ran!r} and its semantic ids depend on it; resume "
+                "with the settings the run started with, or start again with --overwrite"
+            )
+    try:
+        return load_semantic_ids(run_dir)
+    except DataError as e:
+        raise ConfigError(f"resume: {e}") from None
 
 
 def check_resumed_codes(built, run_dir: Path) -> None:
