@@ -177,6 +177,11 @@ def test_records_carry_finished_trials_to_a_new_directory(smoke, direct):
     assert not [line for line in logs if line.startswith("[benchmark] running")]
     assert any("restored 5 finished trial(s)" in line for line in logs)  # tuning; then the 3 seed runs
     assert not list((smoke / "moved" / "trials").rglob("*.safetensors"))  # no weights travel
+    from llmrec.errors import DataError
+    from llmrec.recommenders import load_recommender
+
+    with pytest.raises(DataError, match="trial record .* no model weights"):
+        load_recommender(smoke / "moved" / "trials" / "toy" / "sasrec" / "t000")
     assert _core(moved.report) == _core(direct[0].report)
     assert moved.report["records"]["restored"] == 8 and moved.report["records"]["trials"] == 8
 

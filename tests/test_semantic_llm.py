@@ -377,5 +377,5 @@ def test_resume_reads_the_runs_own_codes_and_refuses_other_code_options(paths, m
     with pytest.raises(ConfigError, match="resume: sid_codes is 2, the run started with 3"):
         train(_cfg(paths, "sem_resume", max_steps=4, resume=True, **{**kw, "sid_codes": 2}))
     train(_cfg(paths, "sem_resume", max_steps=4, resume=True, num_threads=1, **kw))
-    assert [json.loads(line)["step"] for line in open(run / "train_log.jsonl")][-1] == 4
+    assert json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])["step"] == 4
     assert np.array_equal(load_semantic_ids(run).codes, stored)

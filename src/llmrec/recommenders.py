@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmrec.baselines.train import load_baseline_run
+from llmrec.errors import DataError
 from llmrec.inference import Recommender
 from llmrec.llm.recommender import load_llm_run
-from llmrec.runs import read_run_info
+from llmrec.runs import RESTORED_FILE, read_run_info
 
 # run.json "kind" -> loader(run_dir, device) -> Recommender
 LOADERS: dict[str, Callable[[Path, str], Recommender]] = {
@@ -31,4 +32,9 @@ def load_recommender(run_dir: str | os.PathLike, device: str = "cpu") -> Recomme
     """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
+    if (run_dir / RESTORED_FILE).is_file():
+        raise DataError(
+            f"{run_dir}: rebuilt from a benchmark trial record ({RESTORED_FILE}): its options, metrics and test ranks "
+            "only, no model weights; run the trial again to get a model"
+        )
     return LOADERS[info["kind"]](run_dir, device)

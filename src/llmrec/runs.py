@@ -33,6 +33,7 @@ from llmrec.files import atomic_write_json, read_json
 
 RUN_FORMAT = 2
 RANKS_FILE, RANKS_META = "test_ranks.npy", "test_ranks.json"
+RESTORED_FILE = "restored.json"  # marks a run directory rebuilt from a benchmark trial record (no weights)
 RUN_KINDS = ("llm", "baseline")
 SPLIT_KEYS = ("valid", "test")
 

@@ -36,10 +36,9 @@ from llmrec.config import ConfigError
 from llmrec.errors import DataError
 from llmrec.evaluation import users_digest
 from llmrec.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from llmrec.runs import RANKS_FILE, RANKS_META, ranks_tag
+from llmrec.runs import RANKS_FILE, RANKS_META, RESTORED_FILE, ranks_tag
 
 RECORD_FORMAT = 1
-RESTORED_FILE = "restored.json"
 
 
 def record_paths(root: Path, trial: Trial) -> tuple[Path, Path]:
