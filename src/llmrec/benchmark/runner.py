@@ -14,6 +14,8 @@ Modes:
              ones with ``--resume true``); nothing runs. An existing scheduler runs the lines.
     collect  when a phase is unfinished, write its ``plan.txt`` (the seed phase right after tuning finished) and
              return ``pending``; when every trial is finished, write ``DIR/report.{json,md,png}``.
+With ``records`` (``llmrec.benchmark.records``), every mode first rebuilds the missing trials that have a record and
+exports the finished ones that have none; ``run`` exports each trial as it finishes.
 """
 
 from __future__ import annotations
@@ -93,25 +95,21 @@ class Benchmark:
 
     def restore(self, trials: list[Trial]) -> int:
         """Rebuild the missing run directories that have a record (``llmrec.benchmark.records``); returns how many."""
-        if self.records is None:
-            return 0
-        n = 0
-        for t in trials:
-            if state(t, self.datasets[t.data].fingerprint) == "missing":
-                n += restore_record(t, self.datasets[t.data], self.records)
+        n = self._each(trials, "missing", lambda t, ds: restore_record(t, ds, self.records))
         if n:
             self.log(f"[benchmark] restored {n} finished trial(s) from the records in {self.records}")
         return n
 
     def export(self, trials: list[Trial]) -> int:
         """Write the record of every finished trial that has none; returns how many were written."""
+        return self._each(trials, "done", lambda t, ds: export_record(t, ds, self.records, self.device) is not None)
+
+    def _each(self, trials: list[Trial], wanted: str, action) -> int:
+        """``action(trial, dataset)`` for each trial in state ``wanted`` (none without records); how many were true."""
         if self.records is None:
             return 0
-        n = 0
-        for t in trials:
-            if state(t, self.datasets[t.data].fingerprint) == "done":
-                n += export_record(t, self.datasets[t.data], self.records, self.device) is not None
-        return n
+        ds = self.datasets
+        return sum(bool(action(t, ds[t.data])) for t in trials if state(t, ds[t.data].fingerprint) == wanted)
 
     def pending(self, trials: list[Trial]) -> tuple[list[tuple[Trial, bool]], int]:
         """The unfinished trials as ``(trial, resume)``, and how many are finished."""
