@@ -23,7 +23,9 @@ def toy_dir(tmp_path_factory):
 
 
 # Epoch losses of 2-epoch toy runs (seed 0, _cfg with epochs=2), recorded before `loss: sampled` was added: the ce and
-# bce paths must stay bit-identical (same arithmetic, same RNG draws), or the measured SASRec rows stop reproducing.
+# bce paths must keep the same arithmetic and RNG draws, or the measured SASRec rows stop reproducing. Compared to 1e-6
+# relative, not bit for bit: on the 2026-12-02 machine (other CPU, newer libraries) the same code moves them in the 8th
+# digit (1.93617446 vs 1.93617440), while other draws (seed 1 instead of 0) move them by 1.1-2.7%.
 PINNED = {
     ("sasrec", "ce"): [2.952532172203064, 1.9361744046211242],
     ("sasrec", "bce"): [1.2285524129867553, 0.98116654753685],
@@ -35,7 +37,7 @@ PINNED = {
 @pytest.mark.parametrize("model, loss", list(PINNED), ids=lambda v: str(v))
 def test_ce_and_bce_training_losses_are_unchanged(toy_dir, tmp_path, model, loss):
     result = train_baseline(_cfg(toy_dir, tmp_path / "r", model=model, loss=loss, epochs=2), log=_quiet)
-    assert [h["loss"] for h in result["history"]] == PINNED[(model, loss)]  # exact, not approx
+    assert [h["loss"] for h in result["history"]] == pytest.approx(PINNED[(model, loss)], rel=1e-6, abs=0)
 
 
 @pytest.mark.parametrize(
