@@ -266,8 +266,8 @@ def test_text_cf_codes_titles_sft_and_masking_train(paths):
 # Losses of short atomic runs on this tiny model and toy data, logged before semantic IDs were wired in
 # (llmrec 2026-12-01, torch CPU, 1 thread): the atomic path must keep consuming randomness and building examples
 # exactly as it did. Compared to 1e-6 relative, not bit for bit: on the 2026-12-02 machine (another CPU, newer
-# libraries: transformers 5.24) the same code moved one loss in its 7th digit (2.4842556 vs 2.4842558); another draw (--seed 1 or 2 instead of 0)
-# moves the losses of seq_titles_mask_mean by up to 2.9% and 2.4%.
+# libraries: transformers 5.24) the same code moved one loss in its 7th digit (2.4842556 vs 2.4842558); another
+# draw (--seed 1 or 2 instead of 0) moves the losses of seq_titles_mask_mean by up to 2.9% and 2.4%.
 ATOMIC_BASELINE = {
     "seq_cf": (
         {"item_cf_dim": 4, "item_mask_prob": 0.3, "label_smoothing": 0.3, "lr_schedule": "wsd"},
