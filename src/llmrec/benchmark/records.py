@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from llmrec.benchmark.datasets import Dataset
-from llmrec.benchmark.trials import PATH_OPTIONS, RUNTIME, Trial
+from llmrec.benchmark.trials import PATH_OPTIONS, RUNTIME, Trial, options_mismatch
 from llmrec.config import ConfigError
 from llmrec.errors import DataError
 from llmrec.evaluation import users_digest
@@ -61,14 +61,6 @@ def _comparable(trial: Trial, config: dict) -> dict:
     """A run's options as records keep them: runtime options dropped, path options portable."""
     paths = PATH_OPTIONS[trial.kind]
     return {k: portable(v) if k in paths else v for k, v in config.items() if k not in RUNTIME}
-
-
-def _mismatch(trial: Trial, recorded: dict) -> str | None:
-    wanted = _comparable(trial, trial.options)
-    for key, value in wanted.items():
-        if key in recorded and recorded[key] != value:
-            return f"the record has {key}: {recorded[key]!r}, the suite asks for {value!r}"
-    return None
 
 
 def export_record(trial: Trial, dataset: Dataset, root: Path, device: str = "cpu") -> Path | None:
@@ -134,7 +126,7 @@ def read_record(trial: Trial, dataset: Dataset, root: Path) -> tuple[dict, np.nd
         raise DataError(f"{path}: not a format-{RECORD_FORMAT} record of trial {trial.key}")
     if record["data"]["fingerprint"] != dataset.fingerprint:
         raise ConfigError(f"{path}: a record of a run on other data than the suite's {trial.data!r} (fingerprint)")
-    problem = _mismatch(trial, record["config"])
+    problem = options_mismatch(trial, record["config"], "the record", path=portable)
     if problem:
         raise ConfigError(f"{path}: {problem}; the suite or a base config changed since this trial ran")
     if not ranks_path.is_file():

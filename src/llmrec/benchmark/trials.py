@@ -139,10 +139,20 @@ def _mismatch(trial: Trial) -> str | None:
     if not path.is_file():
         return None  # a run killed before its config was written restarts anyway
     ran = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return options_mismatch(trial, ran, "config.yaml")
+
+
+def options_mismatch(trial: Trial, ran: dict, where: str, path=lambda value: value) -> str | None:
+    """How the options ``ran`` (a run's config, as ``where`` holds them) differ from the trial's, or ``None``.
+
+    Runtime options and options absent from ``ran`` are skipped; ``LOWERED`` ones may be lower; ``path`` maps the
+    trial's value of each ``PATH_OPTIONS`` key to the form ``ran`` keeps it in.
+    """
     for key, value in trial.options.items():
         if key in RUNTIME or key not in ran:
             continue
+        value = path(value) if key in PATH_OPTIONS[trial.kind] else value
         lowered = (trial.kind, key) in LOWERED and isinstance(ran[key], int) and 0 <= ran[key] <= value
         if ran[key] != value and not lowered:
-            return f"config.yaml has {key}: {ran[key]!r}, the suite asks for {value!r}"
+            return f"{where} has {key}: {ran[key]!r}, the suite asks for {value!r}"
     return None
