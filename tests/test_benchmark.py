@@ -330,12 +330,20 @@ def test_jobs_runs_single_thread_subprocesses(tmp_path):
 def test_shipped_suites_give_every_tuned_model_the_same_budget(monkeypatch, name):
     monkeypatch.chdir(REPO)
     suite = load_suite(f"configs/benchmarks/{name}.yaml")
+    assert suite.name == name  # the suite file is the data set it says it is (sports.yaml once loaded as beauty)
+    assert [d.name for d in suite.data] == [name]
     budgets = {m.name: len(search_points(suite, m)) + m.prior_trials for m in suite.models if m.tuned}
     assert set(budgets.values()) == {suite.trials} and suite.trials >= 16
-    assert {"llm", "sasrec", "sasrec-cf", "gru4rec", "bert4rec"} <= set(budgets)
+    assert {"llm", "sasrec", "sasrec-sampled"} <= set(budgets)
     assert suite.seeds == (0, 1, 2)
-    sasrec = {m.name: m for m in suite.models}["sasrec-cf"].search.space
+    models = {m.name: m for m in suite.models}
+    # the SASRec search: hidden size, layers, dropout, learning rate and co-occurrence init (0 = off)
+    sasrec = models["sasrec"].search.space
     assert {"hidden_size", "num_layers", "dropout", "lr", "item_cf_dim"} <= set(sasrec)
+    assert 0 in sasrec["item_cf_dim"] and max(sasrec["item_cf_dim"]) > 0
+    # GRU4Rec and BERT4Rec run until early stopping ends them, not capped by an epoch count
+    for early in ("gru4rec", "bert4rec"):
+        assert models[early].base["epochs"] >= 200 and models[early].base["patience"] > 0
 
 
 def test_cli_registers_the_command_and_errors_are_one_line(tmp_path, capsys):

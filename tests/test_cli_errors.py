@@ -50,6 +50,7 @@ def paths(tmp_path_factory) -> dict[str, Path]:
         "unknown_key": "lrr: 0.1\n",
         "lr_negative": "lr: -1\n",
         "broken": "lr: [1,\n",
+        "duplicate_key": "lr: 0.001\nepochs: 2\nlr: 0.01\n",
         "ks_scalar": "ks: 10\n",
     }
     for name, text in yamls.items():
@@ -115,6 +116,8 @@ CASES = {
     "yaml-unknown-key": ("{train} --config {root}/unknown_key.yaml", ["unknown_key.yaml", "lrr", "did you mean 'lr'"]),
     "yaml-value-out-of-range": ("{train} --config {root}/lr_negative.yaml", ["lr_negative.yaml", "lr", "> 0"]),
     "yaml-broken": ("{train} --config {root}/broken.yaml", ["broken.yaml", "invalid YAML"]),
+    # PyYAML keeps the last of two equal keys silently; a config must not mean something other than it reads
+    "yaml-duplicate-key": ("{train} --config {root}/duplicate_key.yaml", ["duplicate_key.yaml", "line 3", "'lr'"]),
     "yaml-missing-file": ("{train} --config {root}/nosuch.yaml", ["nosuch.yaml"]),
     # baseline
     "baseline-resume-without-checkpoint": (
