@@ -197,3 +197,25 @@ def test_semantic_llm_adds_items_as_new_trie_leaves(llm):
     assert scores.shape == (1, n + 3)
     assert (scores[0, ids] > scores.min()).all()  # beam width 50 >= every item: the new leaves are in the beams
     assert set(ids) <= set(rec.generate(history, k=n + 3, exclude_seen=False))
+
+
+def test_semantic_llm_with_neighbor_codes_puts_cold_and_added_items_beside_their_nearest_text(llm):
+    """``--sid_cold_codes neighbor``: the run's cold items, and an item added after training, get the k-means codes
+    of the trained item whose text is nearest (a new leaf beside it), not the nearest centroids."""
+    cfg = _train(llm, "sem_nb", item_ids="semantic", sid_levels=2, sid_codes=3, epochs=1, sid_cold_codes="neighbor")
+    rec = load_llm_run(llm["root"] / "sem_nb")
+    data = load_prepared(llm["cold"])
+    assert rec.texts is not None and rec.item_text.cold_codes == "neighbor"
+    vectors, trained = rec.texts.vectors, rec.texts.trained
+    assert not trained[sorted(data.cold_items)].any()
+    codes = rec.sids.codes
+    for c in sorted(data.cold_items):  # each cold item sits beside (one of) its nearest trained text(s)
+        sims = torch.where(trained, vectors @ vectors[c], torch.tensor(-2.0))
+        nearest = (sims >= sims.max() - 1e-6).nonzero().squeeze(1).tolist()
+        assert any((codes[c, :-1] == codes[i, :-1]).all() for i in nearest), (c, nearest)
+    n = rec.num_items
+    warm = next(i for i in range(n) if i not in data.cold_items)
+    ids = rec.add_items(["nb1"], [data.catalog.titles[warm]], [data.catalog.texts[warm]])
+    assert ids == [n] and (rec.sids.codes[n, :-1] == rec.sids.codes[warm, :-1]).all()
+    assert len(np.unique(rec.sids.codes, axis=0)) == n + 1
+    assert cfg.sid_cold_codes == "neighbor"

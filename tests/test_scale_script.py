@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmrec.items.semantic import load_semantic_ids, rq_kmeans
+from llmrec.items.semantic import rq_kmeans
+from llmrec.items.semantic_store import load_semantic_ids
 
 REPO = Path(__file__).resolve().parents[1]
 

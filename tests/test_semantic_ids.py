@@ -14,17 +14,16 @@ from safetensors.numpy import save_file
 from llmrec.errors import DataError
 from llmrec.items.atomic import resize_for_items
 from llmrec.items.semantic import (
-    CENTROIDS_FILE,
-    IDS_FILE,
     SemanticIds,
     assign_codes,
     concat_embeddings,
     kmeans_estimator,
-    load_semantic_ids,
+    neighbor_prefix,
     residual_codes,
     rq_kmeans,
-    save_semantic_ids,
+    rq_kmeans_warm,
 )
+from llmrec.items.semantic_store import CENTROIDS_FILE, IDS_FILE, load_semantic_ids, save_semantic_ids
 from llmrec.items.semantic_vocab import (
     SemanticVocab,
     add_sid_tokens,
@@ -192,6 +191,41 @@ def test_assign_codes_keeps_paths_collision_free(sids):
     assert (grown.codes < np.asarray(roomy.level_sizes)).all()
     with pytest.raises(ValueError, match="reserve more"):
         assign_codes(x[:1], sids.centroids, sids.codes, level_size=held)  # that prefix is full
+
+
+def test_cold_items_borrow_the_codes_of_their_nearest_warm_text():
+    """``--sid_cold_codes neighbor``: a cold item's k-means codes are its nearest warm item's (by text cosine, not by
+    the clustered embedding), on a new leaf; without text it keeps the nearest centroids. Deterministic."""
+    x = clustered(n=60, seed=1)
+    rng = np.random.default_rng(5)
+    text = rng.normal(size=(60, 6)).astype(np.float32)
+    cold = [10, 20, 30, 40]
+    text[10] = text[2] * 3.0  # cosine 1 with warm item 2 (scale does not matter) ...
+    text[20] = text[7] + 0.01 * rng.normal(size=6)  # ... and nearly 1 with warm item 7
+    text[30] = text[10]  # two cold items with the same text: the same warm neighbour, two leaves
+    text[40] = 0.0  # no text: the nearest centroids of its own embedding
+    kmeans = dict(levels=2, codes=4, seed=0, n_init=2)
+    base = rq_kmeans_warm(x, cold, **kmeans)
+    sids = rq_kmeans_warm(x, cold, neighbor_text=text, **kmeans)
+    warm = np.setdiff1d(np.arange(60), cold)
+    assert np.array_equal(sids.codes[warm], base.codes[warm]) and sids.level_sizes[:-1] == base.level_sizes[:-1]
+    assert np.array_equal(sids.codes[10, :2], sids.codes[2, :2]) and np.array_equal(
+        sids.codes[30, :2], sids.codes[2, :2]
+    )
+    assert np.array_equal(sids.codes[20, :2], sids.codes[7, :2])
+    assert np.array_equal(sids.codes[40, :2], base.codes[40, :2])  # its leaf value may differ: others took some
+    assert len(np.unique(sids.codes, axis=0)) == 60  # collision-free: 10 and 30 sit beside item 2 on new leaves
+    again = rq_kmeans_warm(x, cold, neighbor_text=text, **kmeans)
+    assert np.array_equal(again.codes, sids.codes)
+    # the borrowed codes are what neighbor_prefix gives; only trained items are lent from
+    trained = np.ones(60, dtype=bool)
+    trained[cold + [2]] = False
+    unit = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+    best = int(np.argmax(np.where(trained, unit @ unit[10], -np.inf)))  # brute force, item 2 not allowed
+    assert best != 2 and neighbor_prefix(text[[10]], text, trained, sids.codes).tolist() == [
+        sids.codes[best, :2].tolist()
+    ]
+    assert neighbor_prefix(np.zeros((1, 6), np.float32), text, trained, sids.codes).tolist() == [[-1, -1]]
 
 
 def test_sid_vocab_tokens_are_contiguous_per_level():

@@ -15,7 +15,8 @@ from llmrec.config import ConfigError, parse_config
 from llmrec.data.dataset import load_prepared
 from llmrec.evaluation import evaluate
 from llmrec.inference import recommend
-from llmrec.items.semantic import load_semantic_ids, rq_kmeans
+from llmrec.items.semantic import rq_kmeans
+from llmrec.items.semantic_store import load_semantic_ids
 from llmrec.llm.build import build_model, item_text_embeddings_for
 from llmrec.llm.config import TrainConfig
 from llmrec.llm.examples import build_examples
@@ -271,8 +272,10 @@ def test_text_cf_codes_titles_sft_and_masking_train(paths):
 ATOMIC_BASELINE = {
     "seq_cf": (
         {"item_cf_dim": 4, "item_mask_prob": 0.3, "label_smoothing": 0.3, "lr_schedule": "wsd"},
-        [2.2131850719451904, 2.140101671218872, 2.1450347900390625, 2.18214750289917, 2.1372640132904053,
-         2.1400938034057617],
+        # with _fixed_factors (re-logged 2026-12-02 on the code of commit 91710f1, Intel Xeon, 1 thread; with the
+        # data's own factors the AMD machine logged 2.2131851, 2.1401017, 2.1450348, 2.1821475, 2.1372640, 2.1400938)
+        [3.0510036945343018, 2.8354289531707764, 2.592888593673706, 2.416841983795166, 2.3492114543914795,
+         2.326145887374878],
     ),
     "seq_titles_mask_mean": (
         {"prompt": "titles", "item_mask_prob": 0.3, "item_mask_fill": "mean", "embed_dropout": 0.1,
@@ -289,9 +292,19 @@ ATOMIC_BASELINE = {
 }  # fmt: skip
 
 
+def _fixed_factors(sequences, num_items, dim, window=3, seed=0):
+    """Co-occurrence factors that no LAPACK routine chooses: the toy's normalised co-occurrence matrix has the
+    eigenvalue 1 three times (three disconnected item groups), so ``torch.svd_lowrank`` may return any rotation of
+    that subspace, and it returned another one on another CPU (2026-12-02, an Intel Xeon; the baseline was logged on
+    an AMD EPYC). ``seq_cf`` checks the training loop with these instead."""
+    return torch.randn(num_items, dim, generator=torch.Generator().manual_seed(seed))
+
+
 @pytest.mark.parametrize("name", sorted(ATOMIC_BASELINE))
-def test_atomic_losses_are_unchanged_from_before(paths, name):
+def test_atomic_losses_are_unchanged_from_before(paths, name, monkeypatch):
     kw, expected = ATOMIC_BASELINE[name]
+    if kw.get("item_cf_dim"):
+        monkeypatch.setattr("llmrec.items.init.cooccurrence_factors", _fixed_factors)
     threads = torch.get_num_threads()
     try:  # one thread: float sums in the same order as when the baseline was logged
         cfg = _cfg(paths, f"base_{name}", max_steps=6, batch_size=8, eval_every=1000, test_users=-1,

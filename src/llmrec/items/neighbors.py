@@ -60,6 +60,33 @@ def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def nearest_items(vectors: torch.Tensor, trained: torch.Tensor, query: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """``[M, min(k, S)]`` int64: the ``k`` nearest trained items (by text cosine, best first) of each query text.
+
+    Args:
+        vectors: ``[N, E]`` unit text embeddings of the catalog (zero: no text, never a neighbour).
+        trained: ``[N]`` bool, the items that may be neighbours.
+        query: ``[M, E]`` text embeddings (normalised here).
+        k: neighbours per query.
+
+    Rows of queries without text, or all rows when no trained item has a text (``S = 0``), hold ``-1``.
+    """
+    if k < 1:
+        raise ValueError(f"cold_knn: must be >= 1, got {k}")
+    source = (trained.bool() & (vectors.abs().sum(1) > 0)).nonzero().squeeze(1)
+    q = unit_rows(query)
+    out = torch.full((len(q), max(min(k, len(source)), 1)), -1, dtype=torch.int64)
+    has = (q.abs().sum(1) > 0).nonzero().squeeze(1)
+    if len(source) == 0 or len(has) == 0:
+        return out
+    keys = vectors[source].float()
+    for start in range(0, len(has), _CHUNK):
+        part = has[start : start + _CHUNK]
+        out[part] = source[(q[part] @ keys.T).topk(out.shape[1], dim=1).indices]
+    return out
+
+
+@torch.no_grad()
 def nearest_rows(rows: torch.Tensor, vectors: torch.Tensor, trained: torch.Tensor, query: torch.Tensor, k: int = 1):
     """``[M, D]`` rows for query texts ``query`` [M, E]: the mean of the rows of their ``k`` nearest trained items.
 
@@ -72,22 +99,12 @@ def nearest_rows(rows: torch.Tensor, vectors: torch.Tensor, trained: torch.Tenso
 
     A query without text, or without any trained neighbour with text, gets the mean of the trained rows.
     """
-    if k < 1:
-        raise ValueError(f"cold_knn: must be >= 1, got {k}")
-    source = (trained.bool() & (vectors.abs().sum(1) > 0)).nonzero().squeeze(1)
+    top = nearest_items(vectors, trained, query, k)  # [M, k'], -1: no neighbour
     mean = rows[trained.bool().to(rows.device)].float().mean(0)
-    q = unit_rows(query)
-    out = mean.expand(len(q), -1).clone()
-    has = q.abs().sum(1) > 0
-    if len(source) == 0 or not bool(has.any()):
-        return out.to(rows.dtype)
-    keys, src_rows = vectors[source].float(), rows[source.to(rows.device)].float()
-    kk = min(k, len(source))
-    idx = has.nonzero().squeeze(1)
-    for start in range(0, len(idx), _CHUNK):
-        part = idx[start : start + _CHUNK]
-        top = (q[part] @ keys.T).topk(kk, dim=1).indices  # [m, kk] positions in `source`
-        out[part.to(out.device)] = src_rows[top.to(src_rows.device)].mean(1)
+    out = mean.expand(len(top), -1).clone()
+    has = (top[:, 0] >= 0).nonzero().squeeze(1)
+    if len(has):
+        out[has.to(out.device)] = rows[top[has].to(rows.device)].float().mean(1)
     return out.to(rows.dtype)
 
 

@@ -17,32 +17,19 @@ added later by ``assign_codes``). It carries no meaning, and it has no centroids
 Deterministic: the same embeddings and seed give the same codes (scikit-learn's KMeans with a fixed
 ``random_state``; tested on one machine and thread setting, where float rounding cannot differ between runs).
 
-Storage (``save_semantic_ids`` / ``load_semantic_ids``), each file written atomically (temp file + rename; the
-centroids first, so a ``semantic_ids.parquet`` is never there without its centroids):
-    semantic_ids.parquet            item_id (int32, 0..N-1), codes (list<int32>, levels + 1 codes); the schema's
-                                    ``llmrec`` metadata holds ``level_sizes`` (values per level, JSON)
-    semantic_centroids.safetensors  ``level_{l}`` [k_l, d] float32 for every k-means level l (cold start: new items
-                                    are coded with ``assign_codes``, and the code tokens start from them)
+Storage: ``llmrec.items.semantic_store`` (``semantic_ids.parquet`` + ``semantic_centroids.safetensors``).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from llmrec.errors import DataError
-from llmrec.files import atomic_write_bytes
-
-IDS_FILE = "semantic_ids.parquet"
-CENTROIDS_FILE = "semantic_centroids.safetensors"
-FORMAT_VERSION = 1
+from llmrec.items.neighbors import nearest_items, unit_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +162,11 @@ def kmeans_estimator(kind: str, batch_size: int = 4096) -> Callable[[int, int], 
 
 
 def rq_kmeans_warm(
-    embeddings: np.ndarray, cold_items: Collection[int] = (), extra_codes: int = 0, **kmeans
+    embeddings: np.ndarray,
+    cold_items: Collection[int] = (),
+    extra_codes: int = 0,
+    neighbor_text: np.ndarray | None = None,
+    **kmeans,
 ) -> SemanticIds:
     """``rq_kmeans`` fitted on the warm items only, the cold-start items coded afterwards like new items.
 
@@ -183,12 +174,15 @@ def rq_kmeans_warm(
     shapes them; each cold item then gets ``assign_codes`` against them: the nearest centroid of every level's
     residual and a free value of the disambiguation level, i.e. a new, collision-free leaf of the trie. The
     disambiguation level gets the values the warm and cold items use, plus ``extra_codes`` kept free for items added
-    later. With no cold item this is exactly ``rq_kmeans(embeddings, extra_codes=extra_codes, **kmeans)``.
+    later. With ``neighbor_text`` a cold item's k-means codes are instead those of its nearest warm item by text
+    cosine (``neighbor_prefix``; items without text keep the nearest centroids). With no cold item this is exactly
+    ``rq_kmeans(embeddings, extra_codes=extra_codes, **kmeans)``.
 
     Args:
         embeddings: ``[N, d]`` every catalog item's embedding (row ``i`` = item ``i``).
         cold_items: internal ids of the cold items (``PreparedData.cold_items``).
         extra_codes: as ``rq_kmeans``.
+        neighbor_text: ``[N, E]`` the items' text embeddings, or ``None`` (cold items: nearest centroids).
         kmeans: ``levels``, ``codes``, ``seed``, ``n_init``, ``max_iter`` of ``rq_kmeans``.
     """
     cold = sorted({int(i) for i in cold_items})
@@ -202,7 +196,10 @@ def rq_kmeans_warm(
     warm = rq_kmeans(x[~is_cold], **kmeans)
     codes = np.empty((len(x), warm.num_levels), dtype=np.int32)
     codes[~is_cold] = warm.codes
-    codes[is_cold] = assign_codes(x[is_cold], warm.centroids, warm.codes, None)
+    prefix = None
+    if neighbor_text is not None:
+        prefix = neighbor_prefix(np.asarray(neighbor_text)[is_cold], neighbor_text, ~is_cold, codes)
+    codes[is_cold] = assign_codes(x[is_cold], warm.centroids, warm.codes, None, prefix)
     size = int(codes[:, -1].max()) + 1 + extra_codes
     return SemanticIds(codes, warm.level_sizes[:-1] + (size,), warm.centroids)
 
@@ -246,11 +243,12 @@ def assign_codes(
     centroids: Sequence[np.ndarray],
     existing_codes: np.ndarray,
     level_size: int | None = None,
+    prefix: np.ndarray | None = None,
 ) -> np.ndarray:
     """Code paths for new items (cold start) that collide neither with ``existing_codes`` nor with each other.
 
-    The k-means codes are the nearest centroids of each level's residual (``residual_codes``); the disambiguation
-    code is the smallest value not yet taken under that prefix (a new leaf of the trie).
+    The k-means codes are the nearest centroids of each level's residual (``residual_codes``), or ``prefix`` where
+    given; the disambiguation code is the smallest value not yet taken under them (a new leaf of the trie).
 
     Args:
         embeddings: ``[M, d]`` the new items' embeddings (same encoder and ``d`` as the catalog's).
@@ -258,6 +256,8 @@ def assign_codes(
         existing_codes: ``[N, len(centroids) + 1]`` the catalog's code paths.
         level_size: values of the disambiguation level (``SemanticIds.level_sizes[-1]``): a new item that would
             need a value beyond it raises; ``None`` = no limit (the caller then adds the code tokens it needs).
+        prefix: ``[M, len(centroids)]`` k-means codes to use instead of the nearest centroids (``neighbor_prefix``);
+            a row of ``-1`` is computed from its embedding.
 
     Returns:
         ``[M, len(centroids) + 1]`` int32.
@@ -266,7 +266,11 @@ def assign_codes(
         ValueError: shapes do not match, or a prefix has no free value left under ``level_size``.
     """
     existing = np.asarray(existing_codes, dtype=np.int64).reshape(-1, len(centroids) + 1)
-    prefix = residual_codes(embeddings, centroids)
+    computed = residual_codes(embeddings, centroids)
+    if prefix is not None:
+        given = np.asarray(prefix, dtype=np.int64).reshape(len(computed), len(centroids))
+        computed = np.where((given < 0).any(axis=1, keepdims=True), computed, given).astype(np.int32)
+    prefix = computed
     taken: dict[tuple[int, ...], set[int]] = {}
     for row in existing.tolist():
         taken.setdefault(tuple(row[:-1]), set()).add(row[-1])
@@ -284,104 +288,20 @@ def assign_codes(
     return np.concatenate([prefix, last[:, None]], axis=1).astype(np.int32)
 
 
-def save_semantic_ids(sids: SemanticIds, out_dir: str | os.PathLike) -> None:
-    """Write ``semantic_ids.parquet`` and ``semantic_centroids.safetensors`` into ``out_dir``, each atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from safetensors.numpy import save
+def neighbor_prefix(query_text: np.ndarray, text: np.ndarray, trained: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``[M, L - 1]`` int32: the k-means codes of each query's nearest trained item by text cosine (``-1``: the
+    query has no text, or no trained item has one), for ``assign_codes(prefix=...)``: a new item becomes a new leaf
+    beside the item its text resembles most, on a path the model was trained on (``--sid_cold_codes neighbor``).
 
-    out = Path(out_dir)
-    codes = np.asarray(sids.codes, dtype=np.int32)
-    table = pa.table(
-        {
-            "item_id": pa.array(np.arange(len(codes), dtype=np.int32)),
-            "codes": pa.array(codes.tolist(), pa.list_(pa.int32())),
-        }
-    )
-    meta = {"format": FORMAT_VERSION, "level_sizes": [int(s) for s in sids.level_sizes]}
-    table = table.replace_schema_metadata({"llmrec": json.dumps(meta)})
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    tensors = {f"level_{i}": np.ascontiguousarray(c, dtype=np.float32) for i, c in enumerate(sids.centroids)}
-    atomic_write_bytes(out / CENTROIDS_FILE, save(tensors, metadata={"format": str(FORMAT_VERSION)}))
-    atomic_write_bytes(out / IDS_FILE, buf.getvalue())
-
-
-def load_semantic_ids(run_dir: str | os.PathLike, num_items: int | None = None) -> SemanticIds:
-    """Read and validate the files written by ``save_semantic_ids`` in ``run_dir``.
-
-    Checked: both files present and readable; item ids a permutation of ``0..N-1`` (and ``N == num_items`` if
-    given); every item has the same number of codes, each within its level's size; no two items share a path;
-    one centroid matrix per k-means level with ``level_sizes[l]`` rows and a common ``d``.
-
-    Raises:
-        DataError: naming the file and what is wrong.
+    Args:
+        query_text: ``[M, E]`` the new items' text embeddings.
+        text: ``[N, E]`` the catalog's text embeddings (zero rows: no text).
+        trained: ``[N]`` bool, the items whose codes may be borrowed.
+        codes: ``[N, L]`` the catalog's code paths.
     """
-    import pyarrow.parquet as pq
-
-    path = Path(run_dir) / IDS_FILE
-    if not path.is_file():
-        raise DataError(f"{path} is missing (a semantic-ID run writes it at training time)")
-    try:
-        table = pq.read_table(path)
-        meta = json.loads((table.schema.metadata or {}).get(b"llmrec", b"{}"))
-        item_col, code_col = table.column("item_id").combine_chunks(), table.column("codes").combine_chunks()
-        flat = code_col.flatten()
-        ok = item_col.null_count == 0 and code_col.null_count == 0 and flat.null_count == 0
-        item_ids = item_col.to_numpy(zero_copy_only=False).astype(np.int64)
-        lengths = np.diff(code_col.offsets.to_numpy()) if len(code_col) else np.zeros(0, dtype=np.int64)
-        values = flat.to_numpy(zero_copy_only=False).astype(np.int64)
-    except (OSError, KeyError, ValueError, AttributeError) as e:  # pyarrow's errors subclass the first three
-        raise DataError(f"{path}: not a semantic-ID table with columns item_id, codes ({e})") from None
-    sizes = meta.get("level_sizes") if isinstance(meta, dict) else None
-    if not isinstance(sizes, list) or not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
-        raise DataError(f"{path}: schema metadata 'llmrec' lacks a valid level_sizes list")
-    if not ok or (lengths != len(sizes)).any():
-        raise DataError(f"{path}: every item must have exactly {len(sizes)} codes (one per level of level_sizes)")
-    codes = _check_codes(path, item_ids, values.reshape(-1, len(sizes)), sizes, num_items)
-    return SemanticIds(codes, tuple(sizes), _load_centroids(Path(run_dir) / CENTROIDS_FILE, sizes))
-
-
-def _check_codes(path: Path, item_ids: np.ndarray, rows: np.ndarray, sizes: list[int], num_items: int | None):
-    n = len(item_ids)
-    if n == 0:
-        raise DataError(f"{path}: holds no items")
-    if num_items is not None and n != num_items:
-        raise DataError(f"{path}: holds {n} items, the catalog has {num_items}")
-    if not np.array_equal(np.sort(item_ids), np.arange(n)):
-        raise DataError(f"{path}: item_id must be the contiguous ids 0..{n - 1}")
-    codes = np.empty((n, len(sizes)), dtype=np.int64)
-    codes[item_ids] = rows
-    bad = (codes < 0) | (codes >= np.asarray(sizes))
-    if bad.any():
-        item, level = map(int, np.argwhere(bad)[0])
-        raise DataError(
-            f"{path}: item {item} has code {codes[item, level]} at level {level}, outside 0..{sizes[level] - 1}"
-        )
-    uniq, counts = np.unique(codes, axis=0, return_counts=True)
-    if len(uniq) != n:
-        dup = uniq[counts > 1][0]
-        items = np.flatnonzero((codes == dup).all(axis=1)).tolist()
-        raise DataError(f"{path}: items {items} share the code path {dup.tolist()} (codes must be collision-free)")
-    return codes.astype(np.int32)
-
-
-def _load_centroids(path: Path, sizes: list[int]) -> tuple[np.ndarray, ...]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    if not path.is_file():
-        raise DataError(f"{path} is missing (written next to {IDS_FILE})")
-    try:
-        tensors = load_file(str(path))
-    except (OSError, SafetensorError) as e:
-        raise DataError(f"{path}: not a readable safetensors file ({e})") from None
-    expected = [f"level_{i}" for i in range(len(sizes) - 1)]
-    if sorted(tensors) != sorted(expected):
-        raise DataError(f"{path}: expected tensors {expected}, found {sorted(tensors)}")
-    out = tuple(tensors[k].astype(np.float32) for k in expected)
-    dims = {c.shape[1] if c.ndim == 2 else -1 for c in out}
-    if len(dims) > 1 or -1 in dims or any(len(c) != s for c, s in zip(out, sizes)):
-        shapes = [c.shape for c in out]
-        raise DataError(f"{path}: centroid shapes {shapes} do not match level_sizes {sizes[:-1]} with one common d")
-    return out
+    vectors = unit_rows(torch.as_tensor(np.asarray(text, dtype=np.float32)))
+    near = nearest_items(vectors, torch.as_tensor(np.asarray(trained, dtype=bool)),
+                         torch.as_tensor(np.asarray(query_text, dtype=np.float32)), 1)[:, 0].numpy()  # fmt: skip
+    prefix = np.asarray(codes, dtype=np.int32)[np.maximum(near, 0), :-1].copy()
+    prefix[near < 0] = -1
+    return prefix

@@ -13,7 +13,8 @@ Semantic IDs (``add_semantic_items``): each new item gets a code path from its t
 against the run's centroids: the nearest centroid of each level's residual, and a free value of the disambiguation
 level); when that level needs more values than it has, its missing code tokens are added, with the mean row of the
 level's existing tokens. The trie is rebuilt with the new leaves. For ``--sid_embeddings text+cf`` a new item has no
-interactions: its co-occurrence block is zero.
+interactions: its co-occurrence block is zero. With ``--sid_cold_codes neighbor`` the k-means codes are instead those
+of the nearest trained item by text cosine (``neighbor_prefix``), so the new leaf sits beside that item.
 
 Either needs a merged model (the default of ``load_llm_run``); a QLoRA run (4-bit, kept unmerged) raises
 ``NotImplementedError``. The catalog check (``Catalog.extended``: an empty, repeated or known raw id raises
@@ -28,9 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from llmrec.errors import DataError
 from llmrec.items.atomic import extend_item_tokens, resize_for_items
 from llmrec.items.neighbors import nearest_rows
-from llmrec.items.semantic import SemanticIds, assign_codes, concat_embeddings
+from llmrec.items.semantic import SemanticIds, assign_codes, concat_embeddings, neighbor_prefix
 from llmrec.items.semantic_vocab import extend_last_level
 from llmrec.items.text import TextEmbeddings, encode_item_texts
 from llmrec.items.text_models import build_encoder
@@ -52,6 +54,7 @@ class NewItemText:
     trust_remote_code: bool = False
     cf_dim: int = 0  # semantic IDs with --sid_embeddings text+cf: the co-occurrence block (zero for a new item)
     cf_weight: float = 1.0
+    cold_codes: str = "centroid"  # semantic IDs: --sid_cold_codes (neighbor: the codes of the nearest trained item)
     _loaded: object = field(default=None, repr=False)
 
     def embed(self, titles: Sequence[str], texts: Sequence[str]) -> TextEmbeddings:
@@ -125,7 +128,13 @@ def new_codes(rec, titles: Sequence[str], texts: Sequence[str]) -> tuple[np.ndar
         raise ValueError(
             f"item embeddings of width {emb.shape[1]}; the run's centroids have {sids.centroids[0].shape[1]}"
         )
-    return assign_codes(emb, sids.centroids, sids.codes, None), text
+    prefix = None
+    if rec.item_text.cold_codes == "neighbor":
+        if rec.texts is None:
+            raise DataError("sid_cold_codes neighbor: the run has no item_text.safetensors to find neighbours in")
+        known = rec.texts.vectors.numpy()
+        prefix = neighbor_prefix(text.vectors.numpy(), known, rec.texts.trained.numpy(), sids.codes)
+    return assign_codes(emb, sids.centroids, sids.codes, None, prefix), text
 
 
 @torch.no_grad()

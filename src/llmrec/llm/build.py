@@ -59,9 +59,10 @@ def needs_item_text(cfg: TrainConfig, data: PreparedData) -> bool:
     """Whether a run keeps its items' text embeddings (``item_text.safetensors``): with ``--text_fusion``, and for
     atomic item tokens also on a data set with cold items, whose rows they write (``llmrec.llm.coldrows``, and the
     text projector with ``--cold_rows projector``), with ``--text_projector`` (for items added after training) or
-    content dropout."""
+    content dropout; for semantic IDs with ``--sid_cold_codes neighbor`` (the codes of new items come from it)."""
     atomic = cfg.item_ids == "atomic" and (bool(data.cold_items) or cfg.text_projector or cfg.content_dropout > 0)
-    return atomic or cfg.text_fusion != 0
+    neighbor_codes = cfg.item_ids == "semantic" and cfg.sid_cold_codes == "neighbor"  # cold and added items' codes
+    return atomic or neighbor_codes or cfg.text_fusion != 0
 
 
 def effective_cf_dim(cfg: TrainConfig, num_items: int) -> int:
@@ -125,8 +126,9 @@ def build_model(cfg: TrainConfig, data: PreparedData, sids: SemanticIds | None =
     cf_dim = 0
     if semantic and sids is None:  # fitted on the warm items, the cold ones coded afterwards (as without cold items)
         emb, cf_dim = sid_embeddings(cfg, data)
-        sids = rq_kmeans_warm(emb, data.cold_items, extra_codes=cfg.sid_extra_codes, levels=cfg.sid_levels,
-                              codes=cfg.sid_codes, seed=cfg.seed,
+        near = text.vectors.numpy() if cfg.sid_cold_codes == "neighbor" else None
+        sids = rq_kmeans_warm(emb, data.cold_items, extra_codes=cfg.sid_extra_codes, neighbor_text=near,
+                              levels=cfg.sid_levels, codes=cfg.sid_codes, seed=cfg.seed,
                               estimator=kmeans_estimator(cfg.sid_kmeans))  # fmt: skip
         logger.info("semantic ids: %d items, level sizes %s", sids.num_items, sids.level_sizes)
     lm, tokenizer = load_causal_lm(

@@ -32,6 +32,7 @@ COLD_ROWS = ("knn", "projector")  # llmrec.llm.coldrows
 SID_KMEANS = ("exact", "minibatch")  # llmrec.items.semantic.kmeans_estimator
 SID_EMBEDDINGS = ("text", "text+cf")
 SID_LOSSES = ("level", "trie")  # llmrec.llm.model.ItemLM.set_code_trie
+SID_COLD_CODES = ("centroid", "neighbor")  # llmrec.items.semantic.rq_kmeans_warm / neighbor_prefix
 MAX_EVAL_K = 20  # the largest K of llmrec.evaluation.DEFAULT_KS (not imported: it needs torch)
 
 
@@ -158,6 +159,15 @@ class TrainConfig:
             "choices the constrained beam search has), with the beam normalised the same way."
         },
     )
+    sid_cold_codes: str = field(
+        default="centroid",
+        metadata={
+            "help": "--item_ids semantic: k-means codes of items training never saw (cold items, items added "
+            "later): centroid, the nearest centroid of each level's residual (often a path no trained item has); "
+            "neighbor, the codes of the nearest trained item by text cosine (a new leaf beside it). Either way a "
+            "free disambiguation code makes the path new."
+        },
+    )
     beam_width: int = field(
         default=50,
         metadata={
@@ -260,6 +270,7 @@ class TrainConfig:
             "item_mask_fill": MASK_FILLS,
             "item_ids": ITEM_IDS,
             "sid_embeddings": SID_EMBEDDINGS,
+            "sid_cold_codes": SID_COLD_CODES,
             "dtype": DTYPES,
             "mixed_precision": MIXED_PRECISION,
         }

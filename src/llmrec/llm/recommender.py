@@ -31,7 +31,7 @@ from llmrec.decoding import BEAM_FLOOR, beam_score_matrix, generate_items, gener
 from llmrec.items.atomic import find_item_vocab, resize_for_items
 from llmrec.items.neighbors import DEFAULT_LAST_K, history_similarity, load_item_text
 from llmrec.items.projector import load_projector
-from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids
+from llmrec.items.semantic_store import CENTROIDS_FILE, IDS_FILE, load_semantic_ids
 from llmrec.items.semantic_vocab import find_sid_vocab
 from llmrec.llm.additems import NewItemText, add_atomic_items, add_semantic_items
 from llmrec.llm.beam import beam_search_codes
@@ -328,7 +328,8 @@ def load_llm_run(
                            normalize=cfg.get("sid_loss", "level"))  # fmt: skip
     cf_dim = cfg.get("item_cf_dim", 0) if semantic and cfg.get("sid_embeddings", "text") == "text+cf" else 0
     encoder, remote = cfg.get("item_text_encoder", "minilm"), cfg.get("trust_remote_code", False)
-    rec.item_text = NewItemText(encoder, cfg["model"], remote, cf_dim, cfg.get("sid_cf_weight", 1.0))
+    rec.item_text = NewItemText(encoder, cfg["model"], remote, cf_dim, cfg.get("sid_cf_weight", 1.0),
+                                cfg.get("sid_cold_codes", "centroid"))  # fmt: skip
     if semantic:
         rec.sids = sids
     else:

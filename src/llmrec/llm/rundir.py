@@ -13,7 +13,7 @@ from llmrec.config import ConfigError, save_config
 from llmrec.data import DataError, PreparedData
 from llmrec.files import atomic_write_text
 from llmrec.items.projector import PROJECTOR_FILE
-from llmrec.items.semantic import CENTROIDS_FILE, IDS_FILE, load_semantic_ids, save_semantic_ids
+from llmrec.items.semantic_store import CENTROIDS_FILE, IDS_FILE, load_semantic_ids, save_semantic_ids
 from llmrec.llm.checkpoint import has_checkpoint
 from llmrec.runs import RANKS_FILE, RANKS_META, clear_outputs, plan_run_dir, write_run_info
 
