@@ -76,6 +76,41 @@ def test_compare_writes_table_json_png_and_refuses_mixed_data(runs, tmp_path, ca
     assert "different prepared data" in err and "pop2" in err
 
 
+def test_compare_groups_seeds_of_one_recipe(runs, tmp_path):
+    """Two SASRec seeds of one config form a recipe line with their mean ± std; another config and Pop do not."""
+    base = [
+        "baseline",
+        "sasrec",
+        "--data",
+        str(runs / "data"),
+        "--epochs",
+        "2",
+        "--hidden_size",
+        "8",
+        "--max_len",
+        "6",
+    ]
+    for name, extra in (
+        ("s0", ["--seed", "0"]),
+        ("s1", ["--seed", "1", "--num_threads", "1"]),
+        ("h16", ["--seed", "0"]),
+    ):
+        size = ["--hidden_size", "16"] if name == "h16" else []
+        assert cli_main([*base, *extra, *size, "--output_dir", str(tmp_path / name)]) == 0
+    out = tmp_path / "cmp"
+    dirs = [str(tmp_path / n) for n in ("s0", "s1", "h16")] + [str(runs / "pop")]
+    assert cli_main(["compare", *dirs, "--out", str(out)]) == 0
+    (group,) = json.loads((out / "compare.json").read_text())["recipes"]
+    assert group["runs"] == ["s0", "s1"] and group["seeds"] == [0, 1]
+    vals = [
+        json.loads((tmp_path / n / "metrics.json").read_text())["test"]["metrics"]["ndcg@10"] for n in ("s0", "s1")
+    ]
+    assert group["metrics"]["ndcg@10"]["values"] == vals
+    assert group["metrics"]["ndcg@10"]["mean"] == pytest.approx(sum(vals) / 2)
+    assert group["metrics"]["ndcg@10"]["std"] == pytest.approx(abs(vals[0] - vals[1]) / 2**0.5)
+    assert "| sasrec | s0, s1 | 0, 1 |" in (out / "compare.md").read_text()
+
+
 def test_llm_run_recommend_prompt_equals_history_and_evaluate(tmp_path, capsys):
     """A tiny LLM run: a ready prompt and the same history give the same list; `evaluate` works on the run."""
     from llmrec.data import load_prepared

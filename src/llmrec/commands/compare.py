@@ -6,6 +6,10 @@ one (e.g. the test split of a run trained with ``--test_users 0``, or all valida
 Runs are refused, naming both, when they were trained on different data (by fingerprint), evaluated under
 different protocols, or on different users (count or set): their numbers are not comparable.
 
+Runs whose ``config.yaml`` differs only in the seed and in how the run was executed (``RUN_ONLY_KEYS``: paths,
+threads, checkpointing, progress) form one recipe; a recipe with two or more runs also gets a line of mean ± sample
+standard deviation (ddof=1) over its seeds, in ``compare.md`` and under ``"recipes"`` in ``compare.json``.
+
 ``--targets warm|cold`` (a data set prepared with ``--cold_items``) compares the users whose target is a warm / a
 cold item instead: each run's ``eval_SPLIT_TARGETS.json``, written by ``llmrec evaluate --run R --split SPLIT
 --targets TARGETS`` (training stores only the evaluation of all users).
@@ -16,13 +20,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmrec.config import ConfigError, parse_config
+from llmrec.config import ConfigError, load_yaml, parse_config
 from llmrec.errors import DataError
 from llmrec.files import atomic_write_json, atomic_write_text, read_json
 from llmrec.runs import SPLIT_KEYS, evaluation_protocol, read_metrics, read_run_info
 
 HELP = "Compare run directories on the same data set: Markdown table, JSON and a PNG bar chart."
 COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "auc", "coverage@10")  # a run without one shows —
+SEED_COLUMNS = ("ndcg@10", "hr@10", "mrr")  # the mean ± std line of a recipe run with several seeds
+RUN_ONLY_KEYS = frozenset(  # config keys that change how a run executes, not what it trains or how it is scored
+    {"data", "output_dir", "seed", "num_threads", "device", "save_every", "resume", "overwrite", "progress",
+     "log_every", "eval_batch_size"}
+)  # fmt: skip
 TARGET_SETS = ("all", "warm", "cold")  # llmrec.evaluation.TARGET_SETS (not imported: it needs torch)
 
 
@@ -95,7 +104,67 @@ def _row(run_dir: Path, split: str, targets: str = "all") -> dict:
         "users_digest": result.get("users_digest"),
         "metrics": {k: result["metrics"].get(k) for k in COLUMNS},
         "train_time_s": (metrics.get("train") or {}).get("train_time_s"),
+        **_recipe(run_dir, info),
     }
+
+
+def _recipe(run_dir: Path, info: dict) -> dict:
+    """``{"seed", "recipe"}`` of a run from its ``config.yaml``: the recipe is the config without ``RUN_ONLY_KEYS``
+    (canonical JSON), ``None`` when the run has no readable config (it is then a recipe of its own)."""
+    import json
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {"seed": None, "recipe": None}
+    try:
+        cfg = load_yaml(path)
+    except ConfigError as e:
+        raise DataError(str(e)) from None
+    recipe = {k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS}
+    recipe["_run"] = (info["kind"], info.get("model"))
+    return {"seed": cfg.get("seed"), "recipe": json.dumps(recipe, sort_keys=True, default=str)}
+
+
+def seed_groups(rows: list[dict]) -> list[dict]:
+    """Mean ± std over the runs of each recipe that has two or more runs, best mean NDCG@10 first.
+
+    Returns:
+        ``[{"model", "runs": [names], "seeds": [...], "metrics": {name: {"mean", "std", "values"}}}]``.
+    """
+    import numpy as np
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["recipe"] is not None:
+            groups.setdefault(r["recipe"], []).append(r)
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        stats = {}
+        for key in SEED_COLUMNS:
+            vals = [m["metrics"][key] for m in members]
+            if all(isinstance(v, float) for v in vals):
+                arr = np.asarray(vals, dtype=np.float64)
+                stats[key] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)), "values": vals}
+        runs = [m["label"] for m in members]
+        out.append(
+            {"model": members[0]["model"], "runs": runs, "seeds": [m["seed"] for m in members], "metrics": stats}
+        )
+    return sorted(out, key=lambda g: -g["metrics"].get("ndcg@10", {}).get("mean", 0.0))
+
+
+def _seed_lines(groups: list[dict]) -> list[str]:
+    if not groups:
+        return []
+    lines = ["", "Recipes run with several seeds (the same config.yaml but for the seed and how it ran): mean ± sample "
+             "std (ddof=1) over the seeds.", "", "| model | runs | seeds | " + " | ".join(SEED_COLUMNS) + " |",
+             "|" + "---|" * (3 + len(SEED_COLUMNS))]  # fmt: skip
+    for g in groups:
+        vals = [f"{m['mean']:.4f} ± {m['std']:.4f}" if (m := g["metrics"].get(k)) else "—" for k in SEED_COLUMNS]
+        seeds = ", ".join(str(s) for s in g["seeds"])
+        lines.append(f"| {g['model']} | {', '.join(g['runs'])} | {seeds} | " + " | ".join(vals) + " |")
+    return lines
 
 
 def _refuse_mixed(rows: list[dict], key, what: str) -> None:
@@ -108,6 +177,9 @@ def _refuse_mixed(rows: list[dict], key, what: str) -> None:
 def collect(run_dirs: list[str], split: str = "test", targets: str = "all") -> list[dict]:
     """One row per run; refuses runs that are not comparable (see the module docstring)."""
     rows = [_row(Path(d), split, targets) for d in run_dirs]
+    names = [Path(r["run"]).name for r in rows]
+    for r, name in zip(rows, names):  # the directory name, or parent/name where two runs share a name (t000)
+        r["label"] = name if names.count(name) == 1 else f"{Path(r['run']).parent.name}/{name}"
     _refuse_mixed(rows, lambda r: f"{r['data']['name']} ({r['data']['fingerprint'][:12]})",
                   "were trained on different prepared data sets")  # fmt: skip
     _refuse_mixed(rows, lambda r: r["protocol"], "were evaluated under different protocols")
@@ -130,11 +202,10 @@ def to_markdown(rows: list[dict], split: str, targets: str = "all") -> str:
         vals = [f"{v:.4f}" if isinstance(v, float) else "—" for v in r["metrics"].values()]
         t = r["train_time_s"]
         lines.append(
-            f"| {r['model']} | {Path(r['run']).name} | "
-            + " | ".join(vals)
-            + f" | {f'{t:.0f}' if t is not None else '—'} |"
+            f"| {r['model']} | {r['label']} | " + " | ".join(vals) + f" | {f'{t:.0f}' if t is not None else '—'} |"
         )
-    notes = [f"- {Path(r['run']).name}: {r['scoring']}" for r in rows if r.get("scoring")]
+    notes = [f"- {r['label']}: {r['scoring']}" for r in rows if r.get("scoring")]
+    lines += _seed_lines(seed_groups(rows))
     if notes:
         lines += ["", "Scoring (every other run: its model's own score of every item in the catalog):", *notes]
     if any("beam" in r.get("scoring", "") for r in rows):
@@ -151,7 +222,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [f"{r['model']}\n{Path(r['run']).name}" for r in rows]
+    labels = [f"{r['model']}\n{r['label']}" for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 3.6))
     for off, key in ((-0.2, "ndcg@10"), (0.2, "hr@10")):
@@ -178,7 +249,15 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     md = to_markdown(rows, cfg.split, cfg.targets)
     atomic_write_text(out / "compare.md", md)
-    atomic_write_json(out / "compare.json", {"split": cfg.split, "targets": cfg.targets, "runs": rows})
+    atomic_write_json(
+        out / "compare.json",
+        {
+            "split": cfg.split,
+            "targets": cfg.targets,
+            "runs": [{k: v for k, v in r.items() if k != "recipe"} for r in rows],
+            "recipes": seed_groups(rows),
+        },
+    )
     plot(rows, out / "compare.png")
     print(md)
     print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}")
