@@ -279,6 +279,7 @@ def _model(**kw) -> list[dict]:
         ({"models": _model(search={"space": {"lr": {"uniform": [1, 0]}}, "method": "random"})}, "space.lr.uniform"),
         ({"models": _model(search={"space": {"hidden_size": [8, 16]}}, set={"num_heads": 3})}, "trial 0"),
         ({"models": _model() * 2}, "models: the name 'sasrec' is used twice"),
+        ({"models": _model(prior_trials=2)}, "(sasrec).prior_trials: 2 + its 1 run here exceed"),  # trials: 2
         ({"data": [{"name": "toy", "dataset": "beauty", "prepared": "x"}]}, "data[0] (toy): give either"),
     ],
 )
@@ -335,6 +336,8 @@ def test_shipped_suites_give_every_tuned_model_the_same_budget(monkeypatch, name
     budgets = {m.name: len(search_points(suite, m)) + m.prior_trials for m in suite.models if m.tuned}
     assert set(budgets.values()) == {suite.trials} and suite.trials >= 16
     assert {"llm", "sasrec", "sasrec-sampled"} <= set(budgets)
+    for m in suite.models:  # a fixed recipe (llm-sid) had no more validation runs than each tuned model gets
+        assert m.tuned or m.prior_trials + 1 <= suite.trials
     assert suite.seeds == (0, 1, 2)
     models = {m.name: m for m in suite.models}
     # the SASRec search: hidden size, layers, dropout, learning rate and co-occurrence init (0 = off)

@@ -154,3 +154,13 @@ def test_the_repository_blocks_match_their_reports():
     """Every marked table of README.md and docs/results.md is the rendering of the committed report it names."""
     outcome = render_files(["README.md", "docs/results.md"], REPO, check=True)
     assert not outcome.stale, outcome.summary(check=True)
+
+
+def test_trial_counts_label_untuned_models_and_fixed_recipes():
+    """A tuned model shows its budget; an untuned one '1 (untuned)'; a fixed recipe with earlier runs counts them."""
+    report = make_report()
+    llm, sasrec = report["datasets"][0]["models"]
+    llm.update(tuned=False, trials={"suite": 1, "prior": 9, "total": 10, "search": "none"})
+    sasrec.update(tuned=False, trials={"suite": 1, "prior": 0, "total": 1, "search": "none"})
+    md = to_markdown(report)
+    assert "1 + 9 earlier (fixed recipe)" in md and "1 (untuned)" in md

@@ -36,7 +36,7 @@ def _params(entry: dict) -> str:
 def _trials(entry: dict) -> str:
     t = entry["trials"]
     if not entry["tuned"]:
-        return "1 (untuned)"
+        return f"1 + {t['prior']} earlier (fixed recipe)" if t["prior"] else "1 (untuned)"
     prior = f" + {t['prior']} earlier" if t["prior"] else ""
     return f"{t['suite']}{prior} ({t['search']})"
 

@@ -22,7 +22,8 @@ Schema (every key is checked; an error is one line naming the file and the key, 
         kind: baseline               #   llm (`llmrec train`) or baseline (`llmrec baseline`)
         config: configs/sasrec_beauty.yaml   # base config (its keys are the command's options); optional
         set: {epochs: 200}           #   options fixed for every trial of this model (override the base config)
-        prior_trials: 0              #   validation trials this model had before the suite (counted in `trials`)
+        prior_trials: 0              #   validation trials this model had before the suite (counted in `trials`; for
+                                     #   an untuned model: the runs that chose its fixed recipe, at most trials - 1)
         search:                      #   absent: one untuned trial (reported as untuned)
           method: random             #   grid (cartesian product of lists) or random (seeded draws)
           seed: 0                    #   random only
@@ -259,8 +260,6 @@ def _model_spec(value: Any, path: str, i: int) -> ModelSpec:
         raise ConfigError(f"{path}: {where}.prior_trials: must be >= 0, got {e.prior_trials}")
     base = _base_options(e, path, where)
     search = None if e.search is None else _search_spec(e.search, e.kind, path, f"{where}.search")
-    if search is None and e.prior_trials:
-        raise ConfigError(f"{path}: {where}.prior_trials: only counted for a tuned model (one with a search)")
     return ModelSpec(e.name, e.kind, e.config, base, e.prior_trials, search, where)
 
 
@@ -298,6 +297,11 @@ def load_suite(path: str | os.PathLike) -> Suite:
     if top.trials is not None and top.trials < 1:
         raise ConfigError(f"{path}: trials: must be >= 1, got {top.trials}")
     for m in models:
+        if not m.tuned and m.prior_trials and top.trials is not None and m.prior_trials + 1 > top.trials:
+            raise ConfigError(
+                f"{path}: {m.where}.prior_trials: {m.prior_trials} + its 1 run here exceed the budget of a tuned model "
+                f"(trials: {top.trials}): the tuned models would get fewer validation trials than this recipe had"
+            )
         if m.tuned and m.prior_trials >= top.trials:
             raise ConfigError(
                 f"{path}: {m.where}.prior_trials: {m.prior_trials} leaves no trial of the budget (trials: {top.trials})"
