@@ -97,6 +97,9 @@ def test_compare_groups_seeds_of_one_recipe(runs, tmp_path):
     ):
         size = ["--hidden_size", "16"] if name == "h16" else []
         assert cli_main([*base, *extra, *size, "--output_dir", str(tmp_path / name)]) == 0
+    cfg = tmp_path / "s1" / "config.yaml"  # as if s1 ran before the option existed: it takes the default
+    lines = cfg.read_text().splitlines(keepends=True)
+    cfg.write_text("".join(line for line in lines if not line.startswith("textknn_history:")))
     out = tmp_path / "cmp"
     dirs = [str(tmp_path / n) for n in ("s0", "s1", "h16")] + [str(runs / "pop")]
     assert cli_main(["compare", *dirs, "--out", str(out)]) == 0

@@ -120,9 +120,29 @@ def _recipe(run_dir: Path, info: dict) -> dict:
         cfg = load_yaml(path)
     except ConfigError as e:
         raise DataError(str(e)) from None
-    recipe = {k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS}
+    recipe = {k: v for k, v in {**_defaults(info["kind"]), **cfg}.items() if k not in RUN_ONLY_KEYS}
     recipe["_run"] = (info["kind"], info.get("model"))
     return {"seed": cfg.get("seed"), "recipe": json.dumps(recipe, sort_keys=True, default=str)}
+
+
+def _defaults(kind: str) -> dict:
+    """The option defaults of the command that wrote a run of ``kind``: an option added after a run was trained
+    takes its default, which is what the run did (``{}`` for an unknown kind)."""
+    import dataclasses
+
+    if kind == "llm":
+        from llmrec.llm.config import TrainConfig as cls
+    elif kind == "baseline":
+        from llmrec.baselines.config import BaselineConfig as cls
+    else:
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def seed_groups(rows: list[dict]) -> list[dict]:
