@@ -6,8 +6,8 @@ one (e.g. the test split of a run trained with ``--test_users 0``, or all valida
 Runs are refused, naming both, when they were trained on different data (by fingerprint), evaluated under
 different protocols, or on different users (count or set): their numbers are not comparable.
 
-Runs whose ``config.yaml`` differs only in the seed and in how the run was executed (``RUN_ONLY_KEYS``: paths,
-threads, checkpointing, progress) form one recipe; a recipe with two or more runs also gets a line of mean ± sample
+Runs whose ``config.yaml`` differs only in the seed and in how the run was executed (``RUN_ONLY_KEYS`` and the
+benchmark's ``RUNTIME``: paths, threads, checkpointing, progress) form one recipe; a recipe with two or more runs also gets a line of mean ± sample
 standard deviation (ddof=1) over its seeds, in ``compare.md`` and under ``"recipes"`` in ``compare.json``.
 
 ``--targets warm|cold`` (a data set prepared with ``--cold_items``) compares the users whose target is a warm / a
@@ -28,10 +28,9 @@ from llmrec.runs import SPLIT_KEYS, evaluation_protocol, read_metrics, read_run_
 HELP = "Compare run directories on the same data set: Markdown table, JSON and a PNG bar chart."
 COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "auc", "coverage@10")  # a run without one shows —
 SEED_COLUMNS = ("ndcg@10", "hr@10", "mrr")  # the mean ± std line of a recipe run with several seeds
-RUN_ONLY_KEYS = frozenset(  # config keys that change how a run executes, not what it trains or how it is scored
-    {"data", "output_dir", "seed", "num_threads", "device", "save_every", "resume", "overwrite", "progress",
-     "log_every", "eval_batch_size"}
-)  # fmt: skip
+# config keys that change how a run executes, not what it trains or how it is scored, beside the benchmark's RUNTIME
+# (llmrec.benchmark.trials, imported where used: it needs torch)
+RUN_ONLY_KEYS = frozenset({"seed", "save_every", "log_every", "eval_batch_size"})
 TARGET_SETS = ("all", "warm", "cold")  # llmrec.evaluation.TARGET_SETS (not imported: it needs torch)
 
 
@@ -120,29 +119,22 @@ def _recipe(run_dir: Path, info: dict) -> dict:
         cfg = load_yaml(path)
     except ConfigError as e:
         raise DataError(str(e)) from None
-    recipe = {k: v for k, v in {**_defaults(info["kind"]), **cfg}.items() if k not in RUN_ONLY_KEYS}
+    from llmrec.benchmark.trials import RUNTIME
+
+    skip = RUN_ONLY_KEYS | set(RUNTIME)
+    recipe = {k: v for k, v in {**_defaults(info["kind"]), **cfg}.items() if k not in skip}
     recipe["_run"] = (info["kind"], info.get("model"))
     return {"seed": cfg.get("seed"), "recipe": json.dumps(recipe, sort_keys=True, default=str)}
 
 
 def _defaults(kind: str) -> dict:
     """The option defaults of the command that wrote a run of ``kind``: an option added after a run was trained
-    takes its default, which is what the run did (``{}`` for an unknown kind)."""
+    takes its default, which is what the run did."""
     import dataclasses
 
-    if kind == "llm":
-        from llmrec.llm.config import TrainConfig as cls
-    elif kind == "baseline":
-        from llmrec.baselines.config import BaselineConfig as cls
-    else:
-        return {}
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return out
+    from llmrec.benchmark.suite import config_class
+
+    return dataclasses.asdict(config_class(kind)(data="x", output_dir="x"))
 
 
 def seed_groups(rows: list[dict]) -> list[dict]:
@@ -208,7 +200,7 @@ def collect(run_dirs: list[str], split: str = "test", targets: str = "all") -> l
     return rows
 
 
-def to_markdown(rows: list[dict], split: str, targets: str = "all") -> str:
+def to_markdown(rows: list[dict], split: str, targets: str = "all", groups: list[dict] | None = None) -> str:
     head = ["model", "run", *COLUMNS, "train time (s)"]
     data = rows[0]["data"]
     who = "users" if targets == "all" else f"users whose target is a {targets} item"
@@ -225,7 +217,7 @@ def to_markdown(rows: list[dict], split: str, targets: str = "all") -> str:
             f"| {r['model']} | {r['label']} | " + " | ".join(vals) + f" | {f'{t:.0f}' if t is not None else '—'} |"
         )
     notes = [f"- {r['label']}: {r['scoring']}" for r in rows if r.get("scoring")]
-    lines += _seed_lines(seed_groups(rows))
+    lines += _seed_lines(seed_groups(rows) if groups is None else groups)
     if notes:
         lines += ["", "Scoring (every other run: its model's own score of every item in the catalog):", *notes]
     if any("beam" in r.get("scoring", "") for r in rows):
@@ -267,7 +259,8 @@ def main(argv: list[str]) -> int:
     rows = collect(cfg.runs, cfg.split, cfg.targets)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(rows, cfg.split, cfg.targets)
+    groups = seed_groups(rows)
+    md = to_markdown(rows, cfg.split, cfg.targets, groups)
     atomic_write_text(out / "compare.md", md)
     atomic_write_json(
         out / "compare.json",
@@ -275,7 +268,7 @@ def main(argv: list[str]) -> int:
             "split": cfg.split,
             "targets": cfg.targets,
             "runs": [{k: v for k, v in r.items() if k != "recipe"} for r in rows],
-            "recipes": seed_groups(rows),
+            "recipes": groups,
         },
     )
     plot(rows, out / "compare.png")
