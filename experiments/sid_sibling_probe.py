@@ -15,12 +15,12 @@ nearest warm item's row). Nothing is selected here: the fusion weight is the run
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from llmrec.decoding import BEAM_FLOOR
 from llmrec.evaluation import evaluate
+from llmrec.files import atomic_write_json
 from llmrec.items.neighbors import nearest_items
 from llmrec.recommenders import load_recommender
 from llmrec.runs import load_run_data
@@ -73,8 +73,7 @@ def main() -> None:
         f"ndcg@10 {m['ndcg@10']:.4f} hr@10 {m['hr@10']:.4f} mrr {m['mrr']:.4f}"
     )
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(args.output, result)
 
 
 if __name__ == "__main__":
