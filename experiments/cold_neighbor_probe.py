@@ -39,8 +39,8 @@ def main() -> None:
     ap.add_argument("--weights", default="", help="fusion weights (default: the run's selected weight)")
     args = ap.parse_args()
     rec, data, parts, is_cold = model_pass(args)
-    cold = torch.as_tensor(sorted(data.cold_items), dtype=torch.int64)  # [C]
     vec, trained = rec.texts.vectors, rec.texts.trained
+    cold = torch.nonzero(~trained).flatten()  # [C] the items training never saw (the data set's cold items)
     ks = [int(k) for k in args.k.split(",")]
     top = nearest_items(vec, trained, vec[cold], max(ks))  # [C, K] best first, -1: no neighbour
     keep = top[:, 0] >= 0
