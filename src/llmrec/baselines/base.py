@@ -77,6 +77,10 @@ class SequenceModel(nn.Module):
             keep[self.cold_items] = False
         return keep.nonzero().squeeze(1)
 
+    @property
+    def device(self) -> torch.device:
+        return self.item_emb.weight.device
+
     def item_row_params(self) -> list[torch.Tensor]:
         """The per-item parameters, item ids as the first dimension: the item embeddings (rows ``0..N-1``)."""
         return [self.item_emb.weight]
@@ -129,7 +133,7 @@ class SequenceModel(nn.Module):
     def history_hidden(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Hidden state that predicts the item after each history: ``[B, D]``."""
         items, lengths = right_pad(histories, self.args.max_len, self.pad_id)
-        items = items.to(self.item_emb.weight.device)
+        items = items.to(self.device)
         hidden = self.encode(items)  # [B, L, D]
         last = (lengths.clamp(min=1) - 1).to(items.device)
         return hidden[torch.arange(len(items), device=items.device), last]
@@ -157,7 +161,7 @@ class SequenceModel(nn.Module):
         "sampled": sampled softmax with the negatives of ``sampler``.
         """
         items, _ = right_pad(seqs, self.args.max_len + 1, self.pad_id)
-        items = items.to(self.item_emb.weight.device)
+        items = items.to(self.device)
         inputs, labels = items[:, :-1], items[:, 1:]
         hidden = self.encode(inputs)  # [B, L, D]
         return token_loss(self, hidden, labels, loss_type, generator, sampler)

@@ -1,4 +1,4 @@
-"""``BaselineConfig``: every option of ``llmrec baseline`` (Pop, GRU4Rec, SASRec, BERT4Rec)."""
+"""``BaselineConfig``: every option of ``llmrec baseline`` (Pop, GRU4Rec, SASRec, BERT4Rec, TextKNN, TextTower)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, fields
 
 from llmrec.config import ConfigError
 
-BASELINE_NAMES = ("pop", "gru4rec", "sasrec", "bert4rec", "textknn")
+BASELINE_NAMES = ("pop", "gru4rec", "sasrec", "bert4rec", "textknn", "texttower")
+TEXT_MODELS = ("textknn", "texttower")  # the models that read item texts (--textknn_encoder, --textknn_history)
 TEXTKNN_ENCODERS = ("minilm", "lm")  # llmrec.items.text_models.TEXT_ENCODERS (not imported: it needs torch)
 METRIC_NAMES = ("hr", "ndcg", "mrr", "precision")
 
@@ -143,8 +144,12 @@ class BaselineConfig:
         if self.textknn_encoder not in TEXTKNN_ENCODERS:
             raise ConfigError(f"textknn_encoder: must be one of {TEXTKNN_ENCODERS}, got {self.textknn_encoder!r}")
         for name, default in (("textknn_history", 5), ("textknn_encoder", "minilm")):
-            if self.model != "textknn" and getattr(self, name) != default:
-                raise ConfigError(f"{name}: only used with model textknn (model is {self.model!r})")
+            if self.model not in TEXT_MODELS and getattr(self, name) != default:
+                raise ConfigError(f"{name}: only used with models {TEXT_MODELS} (model is {self.model!r})")
+        if self.model == "texttower" and self.loss == "bce":
+            raise ConfigError("loss: texttower trains with 'ce' or 'sampled' (it has no item rows for 'bce')")
+        if self.model == "texttower" and self.item_cf_dim:
+            raise ConfigError("item_cf_dim: texttower has no item rows to initialise; use 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device: must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.resume and self.overwrite:

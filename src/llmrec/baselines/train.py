@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from llmrec.baselines import MODELS, ModelArgs, TextKNN
+from llmrec.baselines import MODELS, ModelArgs, TextKNN, TextTower
 from llmrec.baselines.base import NegativeSampler
 from llmrec.baselines.config import BaselineConfig
 from llmrec.batching import length_bucketed_batches
@@ -55,7 +55,8 @@ class BaselineRecommender:
 
     ``add_items`` appends items to the catalog and the model: an ID model (SASRec, GRU4Rec, BERT4Rec) gives each
     the mean item row (``SequenceModel.add_items``: it has never seen them, so they score like an average item), Pop
-    a zero count, TextKNN the embedding of its text under ``text_encoder`` (the run's ``--textknn_encoder``).
+    a zero count, TextKNN and TextTower the embedding of its text under ``text_encoder`` (the run's
+    ``--textknn_encoder``).
     """
 
     def __init__(self, model: torch.nn.Module, catalog: Catalog, name: str, text_encoder: str = "minilm"):
@@ -79,7 +80,7 @@ class BaselineRecommender:
         catalog = self.catalog.extended(raw_ids, titles, texts)
         if len(catalog) == len(self.catalog):
             return []
-        if isinstance(self.model, TextKNN):
+        if isinstance(self.model, (TextKNN, TextTower)):
             from llmrec.baselines.textknn import text_encoder_spec
             from llmrec.items.text import encode_item_texts
             from llmrec.items.text_models import build_encoder
@@ -188,6 +189,8 @@ def train_baseline(cfg: BaselineConfig, log=print) -> dict:
     if hasattr(model, "set_cold_items"):  # the neural models; Pop's and TextKNN's fits need nothing
         model.set_cold_items(data.cold_items)
     add_cf_init(model, cfg, data.train_sequences())
+    if getattr(model, "trainable", True) and hasattr(model, "fit_data"):  # TextTower: texts before the optimizer
+        model.fit_data(data, cfg)
     info = read_run_info(out)
 
     def run_eval(split: str) -> dict:
