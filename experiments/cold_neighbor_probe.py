@@ -19,17 +19,10 @@ from __future__ import annotations
 
 import json
 
-import torch
 from cold_fusion_probe import common_args, model_pass, target_metrics  # experiments/ is the script's sys.path[0]
 
 from llmrec.evaluation import evaluate
-from llmrec.items.neighbors import nearest_items
-
-
-def neighbor_scores(base: torch.Tensor, top: torch.Tensor, gaps: torch.Tensor, gap: float) -> torch.Tensor:
-    """``[B, C]``: ``max_j (base[:, top[:, j]] - gap * gaps[:, j])`` for the cold items' neighbours ``top`` [C, k]."""
-    cols = base[:, top.reshape(-1)].reshape(base.shape[0], *top.shape)  # [B, C, k]
-    return (cols - gap * gaps.unsqueeze(0)).amax(dim=2)
+from llmrec.items.neighbors import ColdNeighbors
 
 
 def main() -> None:
@@ -39,14 +32,8 @@ def main() -> None:
     ap.add_argument("--weights", default="", help="fusion weights (default: the run's selected weight)")
     args = ap.parse_args()
     rec, data, parts, is_cold = model_pass(args)
-    vec, trained = rec.texts.vectors, rec.texts.trained
-    cold = torch.nonzero(~trained).flatten()  # [C] the items training never saw (the data set's cold items)
     ks = [int(k) for k in args.k.split(",")]
-    top = nearest_items(vec, trained, vec[cold], max(ks))  # [C, K] best first, -1: no neighbour
-    keep = top[:, 0] >= 0
-    cold, top = cold[keep], top[keep]  # cold items without text keep their rows' score
-    sims = (vec[cold].unsqueeze(1) * vec[top]).sum(2)  # [C, K]
-    gaps = sims[:, :1] - sims  # [C, K] >= 0
+    tables = {k: ColdNeighbors.of(rec.texts, k) for k in ks}  # the run's untrained items: the data set's cold ones
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [rec.fusion]
     rows = []
     for w in weights:
@@ -56,9 +43,7 @@ def main() -> None:
 
                 def score(histories, calls=calls, w=w, k=k, gap=gap):
                     base, sim = next(calls)
-                    out = base.clone()
-                    out[:, cold] = neighbor_scores(base, top[:, :k], gaps[:, :k], gap)
-                    return out + w * sim
+                    return tables[k].apply(base, gap) + w * sim
 
                 ranks = evaluate(score, data, args.split, mask_history=True, return_ranks=True)["ranks"]
                 rows.append({"weight": w, "k": k, "gap": gap, **target_metrics(ranks, is_cold)})

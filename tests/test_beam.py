@@ -117,3 +117,5 @@ def test_evaluate_beam_width_override(sem_run, tmp_path, capsys):  # noqa: F811
     capsys.readouterr()
     assert cli_main(["evaluate", "--run", str(sem_run), "--beam_width", "5"]) == 2
     assert "beam_width" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--run", str(sem_run), "--cold_neighbors", "3"]) == 2  # atomic runs only
+    assert "cold_neighbors: " in capsys.readouterr().err

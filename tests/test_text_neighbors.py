@@ -15,6 +15,7 @@ from llmrec.data.processing import mark_cold_items
 from llmrec.decoding import BEAM_FLOOR
 from llmrec.items.neighbors import (
     ITEM_TEXT_FILE,
+    ColdNeighbors,
     ItemTexts,
     history_similarity,
     load_item_text,
@@ -47,6 +48,22 @@ def test_nearest_rows_copies_the_nearest_trained_item_only():
     assert torch.allclose(nearest_rows(rows, vectors, trained, query[:1], k=50)[0], rows[[0, 1, 2]].mean(0))
     with pytest.raises(ValueError, match="cold_knn"):
         nearest_rows(rows, vectors, trained, query, k=0)
+
+
+def test_cold_neighbors_take_the_best_neighbour_score_less_the_gap():
+    vectors = torch.cat([_unit([1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [1, 0.1, 0], [0, 0, 1]), torch.zeros(1, 3)])
+    trained = torch.tensor([True, True, True, False, False, False])  # untrained: 3 (near 0, then 1), 4, 5 (no text)
+    table = ColdNeighbors.of(ItemTexts(vectors, trained, "minilm"), k=2)
+    assert table.items.tolist() == [3, 4] and table.top[0].tolist() == [0, 1]
+    scores = torch.tensor([[1.0, 3.0, 0.0, -5.0, -5.0, 7.0], [2.0, 0.0, 1.0, -5.0, -5.0, 7.0]])
+    s = (vectors[3] @ vectors[[0, 1]].T).tolist()  # cosines to items 0 and 1, s[0] > s[1]
+    out = table.apply(scores, gap=2.0)
+    assert out[0, 3].item() == pytest.approx(max(1.0, 3.0 - 2.0 * (s[0] - s[1])))  # the farther, better neighbour
+    assert out[1, 3].item() == pytest.approx(2.0)  # the nearest one when it scores best
+    assert torch.equal(out[:, [0, 1, 2, 5]], scores[:, [0, 1, 2, 5]])  # trained and text-less items untouched
+    assert torch.equal(ColdNeighbors.of(ItemTexts(vectors, trained, "minilm"), k=1).apply(scores, 9.0)[:, 3],
+                       scores[:, 0])  # fmt: skip
+    assert out[0, 4].item() == max(scores[0, table.top[1]].tolist())  # all cosines 0: no gap, the best of two
 
 
 def test_history_similarity_is_the_textknn_score():
@@ -139,6 +156,17 @@ def test_knn_cold_rows_fusion_selected_on_validation_and_added_items(llm):
     assert torch.allclose(row_sets(rec.item_lm)["input"][n], row_sets(rec.item_lm)["input"][warm], atol=1e-5)
     after = rec.score(hist)
     assert torch.allclose(after[:, n], after[:, warm], atol=1e-3)  # text fusion included: the same text
+    # --cold_neighbors 3: untrained items (the cold ones and the added copy) take their best neighbour's logit
+    rec.fusion, rec.cold_neighbors, rec.cold_gap = 0.0, 3, 2.0
+    base = rec.item_lm.score([rec._prompt(h) for h in hist], rec.pad_id, rec.batch_size)
+    best = rec.score(hist)
+    assert torch.allclose(best, ColdNeighbors.of(rec.texts, 3).apply(base, 2.0))
+    warm_items = rec.texts.trained.nonzero().squeeze(1)
+    assert torch.equal(best[:, warm_items], base[:, warm_items])
+    assert "3 nearest trained items" in rec.protocol_note
+    n2 = rec.num_items
+    rec.add_items(["copy2"], [data.catalog.titles[warm]], [data.catalog.texts[warm]])  # a new table, with it
+    assert torch.allclose(rec.score(hist)[:, n2], rec.score(hist)[:, n], atol=1e-3)
 
 
 def test_projector_rows_and_no_fusion_write_no_fusion(llm):
@@ -205,6 +233,8 @@ def test_semantic_fusion_selected_on_a_finished_run_reranks_the_beam(llm):
         ({"cold_rows": "mean"}, "^cold_rows:"),
         ({"cold_knn": 0}, "^cold_knn:"),
         ({"text_fusion": -2}, "^text_fusion:"),
+        ({"cold_neighbors": 0}, "^cold_neighbors"),
+        ({"item_ids": "semantic", "cold_neighbors": 3}, "^cold_neighbors: atomic"),
     ],  # fmt: skip
 )
 def test_config_errors_name_the_field(llm, kw, match):

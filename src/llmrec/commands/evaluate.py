@@ -45,6 +45,14 @@ class EvaluateConfig:
             "rank below every beam item."
         },
     )
+    cold_neighbors: int = field(
+        default=0,
+        metadata={
+            "help": "Atomic LLM runs: untrained items score as the best of this many nearest trained items "
+            "(0: the run's own --cold_neighbors; see llmrec train --help)."
+        },
+    )
+    cold_gap: float = field(default=-1.0, metadata={"help": "With --cold_neighbors: the gap (-1: the run's own)."})
     device: str = field(default="cpu", metadata={"help": "Device to score on."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
     output_dir: str = field(
@@ -70,6 +78,9 @@ class EvaluateConfig:
             raise ConfigError(f"max_users: must be >= 1, got {self.max_users}")
         if self.num_threads < 0:
             raise ConfigError(f"num_threads: must be >= 0, got {self.num_threads}")
+        if self.cold_neighbors < 0 or (self.cold_gap < 0 and self.cold_gap != -1):
+            raise ConfigError(f"cold_neighbors, cold_gap: need >= 0 and >= 0 (or -1), got {self.cold_neighbors}, "
+                              f"{self.cold_gap}")  # fmt: skip
         if self.beam_width < 0 or 0 < self.beam_width < max(self.ks):
             raise ConfigError(
                 f"beam_width: must be 0 (the run's) or >= the largest K {max(self.ks)}, got {self.beam_width}"
@@ -95,6 +106,11 @@ def main(argv: list[str]) -> int:
         if not hasattr(rec, "beam_width"):
             raise ConfigError(f"beam_width: {cfg.run} is not a semantic-ID run (it scores every item, without beams)")
         rec.beam_width = cfg.beam_width
+    if cfg.cold_neighbors or cfg.cold_gap >= 0:
+        if not hasattr(rec, "cold_neighbors") or hasattr(rec, "beam_width"):
+            raise ConfigError(f"cold_neighbors: {cfg.run} is not an atomic LLM run")
+        rec.cold_neighbors = cfg.cold_neighbors or rec.cold_neighbors
+        rec.cold_gap = cfg.cold_gap if cfg.cold_gap >= 0 else rec.cold_gap
     with torch.inference_mode():
         result = evaluate(rec.score, data, cfg.split, ks=cfg.ks, mask_history=cfg.mask_history,
                           batch_size=cfg.batch_size, max_users=cfg.max_users, progress=True,

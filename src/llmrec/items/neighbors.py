@@ -6,6 +6,9 @@ Both work on unit text embeddings ``vectors`` [N, E] (``llmrec.items.text``; a z
 trained rows of its ``k`` nearest *trained* items by cosine of the texts: a new shade of a lipstick gets the row of
 the shade that was sold. Items without a text get the mean trained row.
 
+``ColdNeighbors`` scores an untrained item by the best of its ``k`` nearest trained items' scores instead
+(``--cold_neighbors``): ``max_j (score[n_j] - gap * (s_1 - s_j))``, ``s_1 >= .. >= s_k`` the text cosines.
+
 ``history_similarity`` is the content score of ``llmrec baseline textknn`` and of the LLM's ``--text_fusion``: the
 cosine between each item's text and the normalised sum of the texts of the last ``last_k`` history items.
 
@@ -106,6 +109,42 @@ def nearest_rows(rows: torch.Tensor, vectors: torch.Tensor, trained: torch.Tenso
     if len(has):
         out[has.to(out.device)] = rows[top[has].to(rows.device)].float().mean(1)
     return out.to(rows.dtype)
+
+
+@dataclass
+class ColdNeighbors:
+    """The untrained items of ``texts`` and their ``k`` nearest trained items: ``ColdNeighbors.of(texts, k)``.
+
+    ``apply(scores, gap)`` [B, N] -> [B, N] (a new tensor): each untrained item ``c`` with a text scores
+    ``max_j (scores[:, n_j] - gap * (s_1 - s_j))`` over its neighbours ``n_1 .. n_k`` (text cosines ``s_1 >= ..
+    >= s_k``); the other columns are copied. ``k = 1`` gives the nearest item's score (as its copied row does with
+    ``--cold_rows knn``); a larger ``gap`` trusts the farther neighbours less. Untrained items without a text, or
+    without a trained neighbour with one, keep their own scores.
+    """
+
+    items: torch.Tensor  # [C] int64, the untrained items with a neighbour
+    top: torch.Tensor  # [C, k] int64, their nearest trained items, best first
+    gaps: torch.Tensor  # [C, k] float32, s_1 - s_j >= 0
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, texts: ItemTexts, k: int) -> ColdNeighbors:
+        cold = torch.nonzero(~texts.trained.bool()).flatten()
+        top = nearest_items(texts.vectors, texts.trained, texts.vectors[cold], k)  # [C, k'], -1: no neighbour
+        keep = top[:, 0] >= 0
+        cold, top = cold[keep], top[keep]
+        sims = (texts.vectors[cold].float().unsqueeze(1) * texts.vectors[top].float()).sum(2)  # [C, k']
+        return cls(cold, top, sims[:, :1] - sims)
+
+    @torch.no_grad()
+    def apply(self, scores: torch.Tensor, gap: float) -> torch.Tensor:
+        out = scores.clone()
+        if len(self.items) == 0:
+            return out
+        top, gaps = self.top.to(scores.device), self.gaps.to(scores.device, scores.dtype)
+        cols = scores[:, top.reshape(-1)].reshape(scores.shape[0], *top.shape)  # [B, C, k]
+        out[:, self.items.to(scores.device)] = (cols - gap * gaps.unsqueeze(0)).amax(dim=2)
+        return out
 
 
 @torch.no_grad()

@@ -110,6 +110,16 @@ class TrainConfig:
         },
     )
     cold_knn: int = field(default=1, metadata={"help": "--cold_rows knn: trained neighbours averaged."})
+    cold_neighbors: int = field(
+        default=1,
+        metadata={
+            "help": "Atomic item tokens, at inference: an untrained item (cold, added later) scores as the best of "
+            "its K nearest trained items' logits, each less --cold_gap times its text cosine below the nearest "
+            "one's (llmrec.items.neighbors.ColdNeighbors). 1: its own rows' logit. More neighbours lift new items "
+            "at some cost to the others (docs/results.md, issue #19)."
+        },
+    )
+    cold_gap: float = field(default=10.0, metadata={"help": "--cold_neighbors > 1: penalty per unit of cosine."})
     text_fusion: float = field(
         default=0.0,
         metadata={
@@ -332,6 +342,12 @@ class TrainConfig:
             raise ConfigError(f"cold_rows: expected one of {COLD_ROWS}, got {self.cold_rows!r}")
         if self.cold_knn < 1:
             raise ConfigError(f"cold_knn: must be >= 1, got {self.cold_knn}")
+        if self.cold_neighbors < 1 or self.cold_gap < 0:
+            raise ConfigError(
+                f"cold_neighbors, cold_gap: need >= 1 and >= 0, got {self.cold_neighbors}, {self.cold_gap}"
+            )
+        if self.item_ids == "semantic" and self.cold_neighbors > 1:
+            raise ConfigError("cold_neighbors: atomic item tokens only (semantic IDs give new items code paths)")
         if self.text_fusion < 0 and self.text_fusion != -1:
             raise ConfigError(
                 f"text_fusion: must be >= 0 (a weight) or -1 (select on validation), got {self.text_fusion}"

@@ -29,7 +29,7 @@ from llmrec.config import check_yaml_values, load_yaml
 from llmrec.data import Catalog, DataError
 from llmrec.decoding import BEAM_FLOOR, beam_score_matrix, generate_items, generate_items_by_codes
 from llmrec.items.atomic import find_item_vocab, resize_for_items
-from llmrec.items.neighbors import DEFAULT_LAST_K, history_similarity, load_item_text
+from llmrec.items.neighbors import DEFAULT_LAST_K, ColdNeighbors, history_similarity, load_item_text
 from llmrec.items.projector import load_projector
 from llmrec.items.semantic_store import CENTROIDS_FILE, IDS_FILE, load_semantic_ids
 from llmrec.items.semantic_vocab import find_sid_vocab
@@ -60,11 +60,16 @@ class LLMRecommender:
 
     @property
     def protocol_note(self) -> str:
-        """Every item is scored (atomic item tokens); with text fusion the result says what the scores are."""
-        if not self.fusion:
-            return ""
-        return (f"scores: LM item logits + {self.fusion:g} x text cosine to the last {DEFAULT_LAST_K} history items "
-                "(--text_fusion, llmrec.llm.fusion)")  # fmt: skip
+        """Every item is scored (atomic item tokens); with text fusion or cold neighbours the result says what the
+        scores are."""
+        notes = []
+        if self._neighbors() is not None:
+            notes.append(f"untrained items: the best of their {self.cold_neighbors} nearest trained items' logits, "
+                         f"less {self.cold_gap:g} x cosine below the nearest (--cold_neighbors)")  # fmt: skip
+        if self.fusion:
+            notes.append(f"scores: LM item logits + {self.fusion:g} x text cosine to the last {DEFAULT_LAST_K} "
+                         "history items (--text_fusion, llmrec.llm.fusion)")  # fmt: skip
+        return "; ".join(notes)
 
     def __init__(self, item_lm: ItemLM, encoder, tokenizer, catalog: Catalog, batch_size: int = 64, name="llm"):
         self.item_lm, self.encoder, self.tokenizer, self.catalog = item_lm, encoder, tokenizer, catalog
@@ -78,6 +83,8 @@ class LLMRecommender:
         self.texts = None  # the run's ItemTexts (item_text.safetensors), if it has them: knn rows, text fusion
         self.fusion = 0.0  # --text_fusion weight (llmrec.llm.fusion); needs `texts`
         self.cold_rows, self.cold_knn = "projector", 1  # how add_items makes a new item's rows (--cold_rows)
+        self.cold_neighbors, self.cold_gap = 1, 10.0  # how untrained items score (--cold_neighbors; needs `texts`)
+        self._cold_table: tuple | None = None  # (texts, k, ColdNeighbors), rebuilt when either changes
 
     @property
     def num_items(self) -> int:
@@ -111,7 +118,19 @@ class LLMRecommender:
         item texts and is computed with a fusion weight or ``similarity`` (``llmrec.llm.fusion.select_fusion``
         reuses both parts for every weight it tries)."""
         base = self.item_lm.score([self._prompt(h) for h in histories], self.pad_id, self.batch_size)
+        table = self._neighbors()
+        if table is not None:
+            base = table.apply(base, self.cold_gap)
         return base, self._similarity(histories, similarity)
+
+    def _neighbors(self) -> ColdNeighbors | None:
+        """The untrained items' neighbours with ``cold_neighbors > 1`` and item texts (cached per texts, k)."""
+        if self.cold_neighbors <= 1 or self.texts is None:
+            return None
+        cached = self._cold_table
+        if cached is None or cached[0] is not self.texts or cached[1] != self.cold_neighbors:
+            self._cold_table = (self.texts, self.cold_neighbors, ColdNeighbors.of(self.texts, self.cold_neighbors))
+        return self._cold_table[2]
 
     def _similarity(self, histories, similarity: bool) -> torch.Tensor | None:
         if self.texts is None or not (self.fusion or similarity):
@@ -335,6 +354,7 @@ def load_llm_run(
     else:
         rec.projector = load_projector(run)
         rec.cold_rows, rec.cold_knn = cfg.get("cold_rows", "projector"), cfg.get("cold_knn", 1)
+        rec.cold_neighbors, rec.cold_gap = cfg.get("cold_neighbors", 1), cfg.get("cold_gap", 10.0)
     rec.texts = load_item_text(run, len(catalog))
     fusion = cfg.get("text_fusion", 0.0)
     if fusion and rec.texts is None:
