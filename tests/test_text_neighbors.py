@@ -164,6 +164,10 @@ def test_knn_cold_rows_fusion_selected_on_validation_and_added_items(llm):
     warm_items = rec.texts.trained.nonzero().squeeze(1)
     assert torch.equal(best[:, warm_items], base[:, warm_items])
     assert "3 nearest trained items" in rec.protocol_note
+    for h in hist:  # generate: the top of these scores, the history masked
+        masked = best[hist.index(h)].clone()
+        masked[h] = float("-inf")
+        assert rec.generate(h, k=5) == masked.topk(5).indices.tolist()
     n2 = rec.num_items
     rec.add_items(["copy2"], [data.catalog.titles[warm]], [data.catalog.texts[warm]])  # a new table, with it
     assert torch.allclose(rec.score(hist)[:, n2], rec.score(hist)[:, n], atol=1e-3)
@@ -203,6 +207,8 @@ def test_semantic_fusion_selected_on_a_finished_run_reranks_the_beam(llm):
     rec.fusion = 3.0
     fused = rec.score(hist)
     assert "beam score + 3 x text cosine" in rec.protocol_note
+    for row, h in zip(fused, hist):  # generate: the beam re-ordered by the fused scores, as score ranks it
+        assert rec.generate(h, k=6, exclude_seen=False) == row.topk(6).indices.tolist()
     sim = history_similarity(rec.texts.vectors, hist)
     beam = plain > BEAM_FLOOR  # a 12-item catalog: every item is in a width-20 beam
     assert torch.allclose(fused[beam], (plain + 3.0 * sim)[beam], atol=1e-5)  # the beam items: re-scored

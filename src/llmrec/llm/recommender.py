@@ -151,7 +151,14 @@ class LLMRecommender:
     def generate(
         self, history: Sequence[int], k: int = 10, exclude_seen: bool = True, do_sample: bool = False
     ) -> list[int]:
-        """Top ``k`` items by constrained beam search (or ``k`` samples); the same top k as ``score``."""
+        """Top ``k`` items, the same top k as ``score`` with the history masked (``exclude_seen``): constrained beam
+        search, or with text fusion or ``--cold_neighbors`` the top of ``score`` itself. ``do_sample``: ``k``
+        samples from the LM's own distribution (no text fusion, no neighbour rule)."""
+        if not do_sample and (self._neighbors() is not None or (self.fusion and self.texts is not None)):
+            row = self.score([list(history)])[0]
+            if exclude_seen and len(history):
+                row[list(history)] = float("-inf")
+            return row.topk(min(k, int(torch.isfinite(row).sum()))).indices.tolist()
         was_training = self.item_lm.training
         self.item_lm.eval()
         try:
@@ -260,10 +267,17 @@ class SemanticLLMRecommender(LLMRecommender):
     def generate(
         self, history: Sequence[int], k: int = 10, exclude_seen: bool = True, do_sample: bool = False
     ) -> list[int]:
-        """Top ``k`` items by trie-constrained beam search (width ``max(k, beam_width)``), or ``k`` samples."""
+        """Top ``k`` items by trie-constrained beam search (width ``max(k, beam_width)``), with text fusion re-ordered
+        by ``score``'s fused beam scores (so, for ``k <= beam_width``, ``score``'s top k); or ``k`` samples (the
+        LM's own distribution, no fusion)."""
         exclude = [list(history)] if exclude_seen else None
         if not do_sample:
-            return self.beams([self._prompt(history)], exclude, max(k, self.beam_width))[0][0][:k]
+            (items,), (scores,) = self.beams([self._prompt(history)], exclude, max(k, self.beam_width))
+            sim = self._similarity([history], False)
+            if sim is not None and items:
+                fused = torch.tensor(scores, dtype=torch.float32) + self.fusion * sim[0, items]
+                items = [items[j] for j in fused.argsort(descending=True, stable=True).tolist()]
+            return list(items[:k])
         was_training = self.item_lm.training
         self.item_lm.eval()
         try:
