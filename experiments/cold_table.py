@@ -11,7 +11,9 @@ settings, each scored once over all users, with paired bootstraps.
   --cold_gap 10`` does, before its text fusion;
 - ``@rows`` (baselines): each cold item's rows (and bias) rewritten as its nearest warm item's by MiniLM text cosine,
   as ``experiments/baseline_knn_rows.py`` does;
-- ``@f10`` (baselines): plus 10 times the ``textknn`` score (an LLM run keeps the fusion weight it selected).
+- ``@f10`` (baselines): plus 10 times the ``textknn`` score (an LLM run keeps the fusion weight it selected);
+- ``@t0.5``: plus 0.5 times the score of the ``--tower`` run (e.g. a ``texttower`` run), added last, as
+  ``experiments/run_fusion_probe.py`` adds it (select the weight there or with ``--split valid`` here).
 
 An LLM run is run once for all its specs (its logits and text cosines kept, ~2 GB for Beauty's test split); each
 spec's test ranks are kept in ``--cache`` as ``NAME.npy`` and reused when the file is there (delete it after
@@ -43,7 +45,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict]:
     """``NAME=RUN@MOD...`` -> ``(name, run, {"k", "gap", "rows", "fusion"})``."""
     name, _, rest = spec.partition("=")
     run, *mods = rest.split("@")
-    out = {"k": 1, "gap": 0.0, "rows": False, "fusion": 0.0}
+    out = {"k": 1, "gap": 0.0, "rows": False, "fusion": 0.0, "tower": 0.0}
     for mod in mods:
         if m := re.fullmatch(r"k(\d+)g([\d.]+)", mod):
             out["k"], out["gap"] = int(m[1]), float(m[2])
@@ -51,8 +53,10 @@ def parse_spec(spec: str) -> tuple[str, str, dict]:
             out["rows"] = True
         elif m := re.fullmatch(r"f([\d.]+)", mod):
             out["fusion"] = float(m[1])
+        elif m := re.fullmatch(r"t([\d.]+)", mod):
+            out["tower"] = float(m[1])
         else:
-            raise SystemExit(f"{spec}: unknown modifier @{mod} (k<K>g<G>, rows, f<W>)")
+            raise SystemExit(f"{spec}: unknown modifier @{mod} (k<K>g<G>, rows, f<W>, t<W>)")
     if not name or not run:
         raise SystemExit(f"{spec}: expected NAME=RUN[@MOD...]")
     return name, run, out
@@ -67,13 +71,15 @@ def catalog_texts(data) -> ItemTexts:
     return ItemTexts(vec, trained, "minilm")
 
 
-def llm_ranks(rec, data, split, mods_by_name: dict) -> dict:
+def llm_ranks(rec, data, split, mods_by_name: dict, tower=None) -> dict:
     """One model pass of an LLM run; ``{name: ranks}`` for each of its specs (see the module docstring)."""
     parts, rec.cold_neighbors = [], 1  # the raw logits; each spec applies its own rule
+    need_tower = tower is not None and any(m["tower"] for m in mods_by_name.values())
 
     def first(histories):
-        parts.append(rec.score_parts(histories, similarity=True))
-        return parts[-1][0]
+        base, sim = rec.score_parts(histories, similarity=True)
+        parts.append((base, sim, tower.score(histories) if need_tower else None))
+        return base
 
     evaluate(first, data, split, mask_history=True)
     out = {}
@@ -81,15 +87,16 @@ def llm_ranks(rec, data, split, mods_by_name: dict) -> dict:
         table = ColdNeighbors.of(rec.texts, mods["k"]) if mods["k"] > 1 else None
         calls = iter(parts)
 
-        def score(histories, calls=calls, table=table, gap=mods["gap"]):
-            base, sim = next(calls)
-            return rec.fuse(table.apply(base, gap) if table is not None else base, sim, rec.fusion)
+        def score(histories, calls=calls, table=table, gap=mods["gap"], w=mods["tower"]):
+            base, sim, extra = next(calls)
+            out = rec.fuse(table.apply(base, gap) if table is not None else base, sim, rec.fusion)
+            return out + w * extra if w else out
 
         out[name] = evaluate(score, data, split, mask_history=True, return_ranks=True)["ranks"]
     return out
 
 
-def baseline_ranks(rec, data, split, mods: dict, texts: ItemTexts):
+def baseline_ranks(rec, data, split, mods: dict, texts: ItemTexts, tower=None):
     """Ranks of a baseline run with the ``@rows``, ``@f``, ``@k..g..`` modifiers."""
     cold = torch.tensor(sorted(data.cold_items), dtype=torch.long)
     if mods["rows"]:
@@ -101,7 +108,8 @@ def baseline_ranks(rec, data, split, mods: dict, texts: ItemTexts):
     def score(histories):
         s = rec.score(histories)
         s = table.apply(s, mods["gap"]) if table is not None else s
-        return s + mods["fusion"] * history_similarity(texts.vectors, histories) if mods["fusion"] else s
+        s = s + mods["fusion"] * history_similarity(texts.vectors, histories) if mods["fusion"] else s
+        return s + mods["tower"] * tower.score(histories) if mods["tower"] else s
 
     return evaluate(score, data, split, mask_history=True, return_ranks=True)["ranks"]
 
@@ -114,12 +122,16 @@ def main() -> None:
     ap.add_argument("--split", default="test", choices=["valid", "test"])
     ap.add_argument("--versus", action="append", default=[], help="A:B, the bootstrap of B minus A")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--tower", default="", help="the run that @t<W> adds (W times its scores)")
     ap.add_argument("--num_threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.num_threads)
     data, cache = load_prepared(args.data), Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     specs = [parse_spec(s) for s in args.specs]
+    if any(m["tower"] for *_, m in specs) and not args.tower:
+        raise SystemExit("@t<W> needs --tower RUN")
+    tower = load_recommender(args.tower) if args.tower else None
     texts = catalog_texts(data) if any(m["rows"] or m["fusion"] or m["k"] > 1 for *_, m in specs) else None
     ranks = {n: np.load(cache / f"{n}.npy") for n, _, _ in specs if (cache / f"{n}.npy").is_file()}
     for run in dict.fromkeys(r for n, r, _ in specs if n not in ranks):
@@ -127,9 +139,10 @@ def main() -> None:
         rec = load_recommender(run)
         with torch.inference_mode():
             if hasattr(rec, "score_parts") and not hasattr(rec, "beam_width"):  # an atomic LLM run
-                got = llm_ranks(rec, data, args.split, todo)
+                got = llm_ranks(rec, data, args.split, todo, tower)
             else:
-                got = {n: baseline_ranks(load_recommender(run), data, args.split, m, texts) for n, m in todo.items()}
+                got = {n: baseline_ranks(load_recommender(run), data, args.split, m, texts, tower)
+                       for n, m in todo.items()}  # fmt: skip
         for name, r in got.items():
             np.save(cache / f"{name}.npy", np.asarray(r))
             ranks[name] = np.asarray(r)
