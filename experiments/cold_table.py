@@ -42,7 +42,7 @@ from llmrec.recommenders import load_recommender
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict]:
-    """``NAME=RUN@MOD...`` -> ``(name, run, {"k", "gap", "rows", "fusion"})``."""
+    """``NAME=RUN@MOD...`` -> ``(name, run, {"k", "gap", "rows", "fusion", "tower"})``."""
     name, _, rest = spec.partition("=")
     run, *mods = rest.split("@")
     out = {"k": 1, "gap": 0.0, "rows": False, "fusion": 0.0, "tower": 0.0}
@@ -97,7 +97,7 @@ def llm_ranks(rec, data, split, mods_by_name: dict, tower=None) -> dict:
 
 
 def baseline_ranks(rec, data, split, mods: dict, texts: ItemTexts, tower=None):
-    """Ranks of a baseline run with the ``@rows``, ``@f``, ``@k..g..`` modifiers."""
+    """Ranks of a baseline run with the ``@rows``, ``@f``, ``@k..g..``, ``@t`` modifiers."""
     cold = torch.tensor(sorted(data.cold_items), dtype=torch.long)
     if mods["rows"]:
         with torch.no_grad():

@@ -275,7 +275,7 @@ class SemanticLLMRecommender(LLMRecommender):
             (items,), (scores,) = self.beams([self._prompt(history)], exclude, max(k, self.beam_width))
             sim = self._similarity([history], False)
             if sim is not None and items:
-                fused = torch.tensor(scores, dtype=torch.float32) + self.fusion * sim[0, items]
+                fused = self.fuse(beam_score_matrix([items], [scores], self.num_items), sim, self.fusion)[0, items]
                 items = [items[j] for j in fused.argsort(descending=True, stable=True).tolist()]
             return list(items[:k])
         was_training = self.item_lm.training
