@@ -246,3 +246,27 @@ def test_semantic_fusion_selected_on_a_finished_run_reranks_the_beam(llm):
 def test_config_errors_name_the_field(llm, kw, match):
     with pytest.raises(ConfigError, match=match):
         _cfg(llm, "never", **kw)
+
+
+def test_ensemble_member_options_set_the_atomic_llm_inference_rule(llm):
+    """``llmrec ensemble --member_options cold_neighbors=3,...``: the LLM member scores with that rule."""
+    from llmrec.baselines.config import BaselineConfig
+    from llmrec.baselines.train import train_baseline
+    from llmrec.ensemble import EnsembleConfig, create_ensemble_run
+    from llmrec.recommenders import load_recommender
+
+    train(_cfg(llm, "ens_llm", text_fusion=1.0))
+    train_baseline(BaselineConfig(model="pop", data=str(llm["cold"]), output_dir=str(llm["root"] / "ens_pop")),
+                   log=lambda *a: None)  # fmt: skip
+    runs = [str(llm["root"] / "ens_llm"), str(llm["root"] / "ens_pop")]
+    opts = ["cold_neighbors=3,cold_gap=2,text_fusion=0.5", ""]
+    cfg = EnsembleConfig(runs=runs, weights=[1.0, 0.01], member_options=opts, output_dir=str(llm["root"] / "ens"))
+    create_ensemble_run(cfg, load_recommender)
+    ens = load_recommender(llm["root"] / "ens")
+    lm, pop = load_llm_run(runs[0]), load_recommender(runs[1])
+    lm.cold_neighbors, lm.cold_gap, lm.fusion = 3, 2.0, 0.5
+    hist = [[4, 5], [0, 1, 2], []]
+    assert torch.allclose(ens.score(hist), lm.score(hist) + 0.01 * pop.score(hist), atol=1e-5)
+    assert "3 nearest trained items" in ens.protocol_note
+    lm.cold_neighbors = 1  # the rule matters here: without it the sum differs
+    assert not torch.allclose(ens.score(hist), lm.score(hist) + 0.01 * pop.score(hist), atol=1e-5)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("llmrec.commands.train", "LoRA fine-tune a causal LM to generate the next item token."),
     "evaluate": ("llmrec.commands.evaluate", "Evaluate a run directory with the shared full-ranking evaluator."),
     "recommend": ("llmrec.commands.recommend", "Recommend the next items for a history."),
+    "ensemble": ("llmrec.commands.ensemble", "Sum other runs' scores (weights selected on validation) as one run."),
     "compare": ("llmrec.commands.compare", "Compare run directories: Markdown table, JSON and a PNG chart."),
     "serve": ("llmrec.commands.serve", "Serve a run over HTTP (recommendations + feedback log)."),
     "benchmark": ("llmrec.commands.benchmark", "Equal-budget tuning on full validation, seeds, one report."),

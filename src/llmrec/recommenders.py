@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmrec.baselines.train import load_baseline_run
+from llmrec.ensemble import load_ensemble_run
 from llmrec.errors import DataError
 from llmrec.inference import Recommender
 from llmrec.llm.recommender import load_llm_run
@@ -20,6 +21,7 @@ from llmrec.runs import RESTORED_FILE, read_run_info
 LOADERS: dict[str, Callable[[Path, str], Recommender]] = {
     "llm": lambda run_dir, device: load_llm_run(run_dir, device=device),
     "baseline": lambda run_dir, device: load_baseline_run(run_dir, device=device),
+    "ensemble": lambda run_dir, device: load_ensemble_run(run_dir, device, load_recommender),
 }
 
 

@@ -1,7 +1,7 @@
 """The one run-directory schema shared by every model (LLM and baselines).
 
 A run directory holds:
-    run.json        {"format": 2, "kind": "llm" | "baseline", "model", "llmrec_version", "created",
+    run.json        {"format": 2, "kind": "llm" | "baseline" | "ensemble", "model", "llmrec_version", "created",
                      "data": {"path", "name", "fingerprint", "users", "items"}, ...kind-specific fields}
     catalog.parquet the catalog the run was trained on (ids, raw ids, alternate ids, titles, texts): inference
                     (``recommend``, ``serve``) needs nothing outside the run directory
@@ -34,7 +34,7 @@ from llmrec.files import atomic_write_json, read_json
 RUN_FORMAT = 2
 RANKS_FILE, RANKS_META = "test_ranks.npy", "test_ranks.json"
 RESTORED_FILE = "restored.json"  # marks a run directory rebuilt from a benchmark trial record (no weights)
-RUN_KINDS = ("llm", "baseline")
+RUN_KINDS = ("llm", "baseline", "ensemble")
 SPLIT_KEYS = ("valid", "test")
 
 

@@ -132,6 +132,8 @@ def _defaults(kind: str) -> dict:
     takes its default, which is what the run did."""
     import dataclasses
 
+    if kind == "ensemble":  # its config names its members: no option of it can be missing in a meaningful way
+        return {}
     from llmrec.benchmark.suite import config_class
 
     return dataclasses.asdict(config_class(kind)(data="x", output_dir="x"))
