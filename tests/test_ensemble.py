@@ -128,3 +128,15 @@ def test_one_run_alone_is_that_run_with_other_inference_options(runs):
     assert torch.equal(rec.score([[1, 2]]), pop.score([[1, 2]]))
     stored = json.loads((runs["root"] / "pop" / "metrics.json").read_text())["test"]["metrics"]["ndcg@10"]
     assert metrics["test"]["metrics"]["ndcg@10"] == pytest.approx(stored)
+
+
+def test_a_served_ensemble_takes_a_new_item_into_every_member():
+    from llmrec.ensemble import EnsembleRecommender
+    from test_serving_items import AUTH, NEW, TITLES, HashTextRecommender, _client, _ids
+
+    a, b = HashTextRecommender(), HashTextRecommender()
+    rec = EnsembleRecommender([a, b], [1.0, 0.5])
+    with _client(rec) as c:
+        assert c.post("/items", json=NEW, headers=AUTH).status_code == 201
+        assert _ids(c.post("/recommend", json={"history": ["r3"], "k": 3}))[0] == "new-1"
+    assert len(a.catalog) == len(b.catalog) == len(TITLES) + 1
