@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from baseline_helpers import baseline_cfg, make_next_item_toy, quiet
-from llmrec import ensemble as ens_mod
+from llmrec import ensemble_run as ens_mod
 from llmrec.baselines.train import train_baseline
 from llmrec.cli import main as cli
 from llmrec.config import ConfigError, parse_config
 from llmrec.data import DataError, load_prepared, save_prepared
-from llmrec.ensemble import EnsembleConfig, create_ensemble_run, parse_member_options
+from llmrec.ensemble import EnsembleConfig, parse_member_options
+from llmrec.ensemble_run import create_ensemble_run
 from llmrec.evaluation import evaluate
 from llmrec.recommenders import load_recommender
 

@@ -687,3 +687,32 @@ def test_a_tiny_llm_serves_an_added_item_and_keeps_it_after_a_restart(llm_run, t
     for i, raw in enumerate(live.catalog.raw_ids):
         if raw != "i2":
             assert float(scores[i]) == pytest.approx(before[raw], abs=1e-4), raw
+
+
+def test_a_tiny_trained_llm_serves_an_added_item_for_a_history_with_its_text(tmp_path, monkeypatch):
+    """A real run behind the app: an atomic LLM (tiny, trained here) with text fusion; an item added by POST /items
+    with the text of the history's item is the first recommendation, at once (issue #19)."""
+    from llmrec.config import parse_config
+    from llmrec.llm.config import TrainConfig
+    from llmrec.llm.loop import train
+    from llmrec.llm.recommender import load_llm_run
+    from test_llm_helpers import make_tiny_model_dir, make_toy_data
+
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    opts = {"data": make_toy_data(tmp_path / "data"), "model": make_tiny_model_dir(tmp_path / "model"),
+            "output_dir": tmp_path / "run", "num_layers": 2, "item_cf_dim": 0, "batch_size": 8, "lr": 1e-2,
+            "epochs": 2, "eval_every": 0, "eval_users": 0, "test_users": -1, "progress": False,
+            "item_text_encoder": "lm", "text_fusion": 1.0, "num_threads": 1}  # fmt: skip
+    train(parse_config(TrainConfig, [x for k, v in opts.items() for x in (f"--{k}", str(v))]))
+    rec = load_llm_run(tmp_path / "run")
+    rec.fusion = 100.0  # the text term decides, so the test does not hang on what 2 toy epochs learned
+    history = {"history": ["i2"], "k": 3}  # "green soap"
+    with _client(rec) as c:
+        assert "soap-2" not in _ids(c.post("/recommend", json=history))
+        r = c.post("/items", json={"raw_id": "soap-2", "title": "green soap", "text": ""}, headers=AUTH)
+        assert r.status_code == 201, r.text
+        assert _ids(c.post("/recommend", json=history))[0] == "soap-2"
+        assert c.post("/recommend", json={"history": ["soap-2"], "k": 3}).status_code == 200  # a history may name it
+        assert c.delete("/items/soap-2", headers=AUTH).status_code == 200
+        assert "soap-2" not in _ids(c.post("/recommend", json={**history, "k": 13}))

@@ -252,7 +252,8 @@ def test_ensemble_member_options_set_the_atomic_llm_inference_rule(llm):
     """``llmrec ensemble --member_options cold_neighbors=3,...``: the LLM member scores with that rule."""
     from llmrec.baselines.config import BaselineConfig
     from llmrec.baselines.train import train_baseline
-    from llmrec.ensemble import EnsembleConfig, create_ensemble_run
+    from llmrec.ensemble import EnsembleConfig
+    from llmrec.ensemble_run import create_ensemble_run
     from llmrec.recommenders import load_recommender
 
     train(_cfg(llm, "ens_llm", text_fusion=1.0))

@@ -14,7 +14,7 @@ Selection protocol: a weight given as -1 is chosen on the FULL validation split 
 other members' weights are fixed. The ranking of a user does not change when a per-user constant is added, so the
 sum of logits ranks as the sum of log-softmaxes.
 
-Run directory (the shared schema of ``llmrec.runs``): ``run.json`` (kind "ensemble", ``members``: each member's
+Selection and writing the run: ``llmrec.ensemble_run``. Run directory (the shared schema of ``llmrec.runs``): ``run.json`` (kind "ensemble", ``members``: each member's
 path relative to the ensemble directory, its weight and its inference options), ``config.yaml``,
 ``catalog.parquet``, ``metrics.json`` (``valid`` with ``selection``: the grid's validation table; ``test``) and
 ``test_ranks.npy``. No weights are copied: the member directories must stay where they are relative to it.
@@ -31,7 +31,6 @@ from llmrec.config import ConfigError
 from llmrec.errors import DataError
 
 DEFAULT_GRID = [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0]
-SELECT_METRIC = "ndcg@10"
 # member option -> (recommender attribute, type, which runs have it)
 MEMBER_OPTIONS: dict[str, tuple[str, type, str]] = {
     "cold_neighbors": ("cold_neighbors", int, "atomic LLM"),
@@ -39,7 +38,6 @@ MEMBER_OPTIONS: dict[str, tuple[str, type, str]] = {
     "text_fusion": ("fusion", float, "LLM with item texts"),
     "beam_width": ("beam_width", int, "semantic-ID LLM"),
 }
-CACHE_LIMIT_BYTES = 4 << 30  # selection keeps the members' validation scores in memory up to this size
 
 
 @dataclass
@@ -256,147 +254,3 @@ def load_ensemble_run(run_dir: str | os.PathLike, device: str, load_member: Call
     if not members:
         raise DataError(f"{run_dir / 'run.json'}: field 'members' needs one or more entries")
     return EnsembleRecommender(members, weights, name=f"ensemble:{run_dir.name}")
-
-
-def select_weight(ens: EnsembleRecommender, data, index: int, grid: Sequence[float], batch_size: int = 256):
-    """Choose ``ens.weights[index]`` among ``grid`` on ``data``'s FULL validation split (module docstring).
-
-    Each member runs once per batch when the validation scores of all members fit in ``CACHE_LIMIT_BYTES``
-    (``users x items x members`` float32); otherwise once per grid value.
-
-    Returns:
-        ``(best weight, its full validation result, [{"weight", "ndcg@10", "hr@10"} per grid value])``; the
-        weight is also set on ``ens``.
-    """
-    from tqdm.auto import tqdm
-
-    from llmrec.evaluation import evaluate
-
-    running = sum(1 for i, w in enumerate(ens.weights) if w or i == index)
-    cache = data.num_users * data.num_items * 4 * running <= CACHE_LIMIT_BYTES
-    parts: list[tuple] = []
-
-    def scorer(weights: list[float]):
-        calls = iter(range(len(parts))) if cache and parts else None
-
-        def score(histories):
-            if not cache:
-                return combine(ens.member_scores(histories), weights)
-            if calls is None:  # the first pass runs the members and keeps their scores
-                saved, ens.weights = ens.weights, [1.0 if (w or i == index) else 0.0 for i, w in enumerate(weights)]
-                try:
-                    parts.append((histories, ens.member_scores(histories)))
-                finally:
-                    ens.weights = saved
-                return combine(parts[-1][1], weights)
-            seen, got = parts[next(calls)]
-            if seen != histories:
-                raise RuntimeError("select_weight: the evaluator's batches changed between weights")
-            return combine(got, weights)
-
-        return score
-
-    table, results = [], {}
-    for w in tqdm(list(grid), desc="select weight", unit="weight"):
-        weights = [w if i == index else x for i, x in enumerate(ens.weights)]
-        if not any(weights):
-            continue
-        res = evaluate(scorer(weights), data, "valid", batch_size=batch_size)
-        results[w] = res
-        table.append({"weight": w, "ndcg@10": res["metrics"]["ndcg@10"], "hr@10": res["metrics"]["hr@10"]})
-    if not table:
-        raise ConfigError("weight_grid: every candidate leaves all weights at zero")
-    best = max(table, key=lambda r: (r[SELECT_METRIC], -r["weight"]))["weight"]
-    ens.weights[index] = float(best)
-    return float(best), results[best], table
-
-
-ENSEMBLE_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "metrics.json", "eval_valid.json", "eval_test.json",
-                    "eval_valid_warm.json", "eval_valid_cold.json", "eval_test_warm.json", "eval_test_cold.json",
-                    "test_ranks.npy", "test_ranks.json")  # fmt: skip
-
-
-def _output_dir(cfg: EnsembleConfig) -> Path:
-    """``cfg.output_dir``, new or empty, or an ensemble run replaced with ``--overwrite`` (never a member)."""
-    from llmrec.runs import clear_outputs, is_run_dir, read_run_info
-
-    out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir: {out} exists and is not a directory")
-    if any(out.resolve() == Path(r).resolve() for r in cfg.runs):
-        raise ConfigError(f"output_dir: {out} is one of the member runs; choose a new directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not is_run_dir(out) or read_run_info(out)["kind"] != "ensemble":
-            raise ConfigError(f"output_dir: {out} is not empty and is not an ensemble run; choose a new directory")
-        if not cfg.overwrite:
-            raise ConfigError(f"output_dir: {out} already holds an ensemble run; pass --overwrite true to replace it")
-        clear_outputs(out, ENSEMBLE_OUTPUTS)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _load_members(cfg: EnsembleConfig, data, load_member: Callable) -> list:
-    """The members, loaded, their options applied; every one trained on ``data`` (same fingerprint)."""
-    from llmrec.runs import read_run_info
-
-    options = [parse_member_options(t) for t in cfg.member_options] or [{}] * len(cfg.runs)
-    members = []
-    for run, opts in zip(cfg.runs, options):
-        record = read_run_info(run)["data"]
-        if record["fingerprint"] != data.fingerprint:
-            raise DataError(
-                f"runs: {run} was trained on other data ({record['name']}, fingerprint {record['fingerprint'][:12]}) "
-                f"than {cfg.runs[0]} ({data.name}, {data.fingerprint[:12]}); an ensemble needs one data set"
-            )
-        rec = load_member(run, cfg.device)
-        apply_member_options(rec, opts, run)
-        members.append(rec)
-    return members
-
-
-def create_ensemble_run(cfg: EnsembleConfig, load_member: Callable) -> dict:
-    """Write the ensemble run ``cfg.output_dir``: select a -1 weight on full validation, test once (module docstring).
-
-    ``load_member(path, device)`` loads a member run (``llmrec.recommenders.load_recommender``). Returns the
-    ``metrics.json`` written. ``run.json`` is written first (weights as given) so an interrupted run is still
-    recognised and replaced with ``--overwrite``; loading refuses it until its weights are final.
-    """
-    import time
-
-    import torch
-
-    from llmrec.config import save_config
-    from llmrec.evaluation import evaluate
-    from llmrec.runs import load_run_data, read_run_info, write_metrics, write_run_info, write_test_ranks
-
-    start = time.perf_counter()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    data = load_run_data(cfg.runs[0], cfg.data or None)
-    data_path = cfg.data or read_run_info(cfg.runs[0])["data"]["path"]
-    out = _output_dir(cfg)
-    ens = EnsembleRecommender(_load_members(cfg, data, load_member), cfg.weights, name=f"ensemble:{out.name}")
-    options = [parse_member_options(t) for t in cfg.member_options] or [{}] * len(cfg.runs)
-
-    def info_with(weights):
-        members = [member_record(r, out, w, o) for r, w, o in zip(cfg.runs, weights, options)]
-        return write_run_info(out, "ensemble", "ensemble", data, data_path, members=members)
-
-    info = info_with(cfg.weights)
-    save_config(cfg, out / "config.yaml")
-    table: list[dict] = []
-    with torch.inference_mode():
-        if -1 in cfg.weights:
-            _, valid, table = select_weight(ens, data, cfg.weights.index(-1), cfg.weight_grid, cfg.batch_size)
-            info = info_with(ens.weights)
-        else:
-            valid = evaluate(ens.score, data, "valid", batch_size=cfg.batch_size, progress=True)
-        note = ens.protocol_note
-        valid = {**valid, "protocol": f"{valid['protocol']}; {note}", "scoring": note, "selection": table}
-        test = None
-        if cfg.test:
-            test = evaluate(ens.score, data, "test", batch_size=cfg.batch_size, progress=True, return_ranks=True,
-                            protocol_note=note)  # fmt: skip
-            test = write_test_ranks(out, info, test)
-    train = {"weights": ens.weights, "wall_time_s": round(time.perf_counter() - start, 3)}
-    return write_metrics(out, info, status="done", valid=valid, test=test, train=train)

@@ -21,7 +21,7 @@ HELP = "Sum other runs' scores (weights selected on validation) as one run."
 
 def main(argv: list[str]) -> int:
     cfg = parse_config(EnsembleConfig, argv, prog="llmrec ensemble", description=HELP)
-    from llmrec.ensemble import create_ensemble_run
+    from llmrec.ensemble_run import create_ensemble_run
     from llmrec.recommenders import load_recommender
 
     metrics = create_ensemble_run(cfg, load_recommender)
