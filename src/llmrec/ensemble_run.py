@@ -100,11 +100,10 @@ def _output_dir(cfg: EnsembleConfig) -> Path:
     return out
 
 
-def _load_members(cfg: EnsembleConfig, data, load_member: Callable) -> list:
-    """The members, loaded, their options applied; every one trained on ``data`` (same fingerprint)."""
+def _load_members(cfg: EnsembleConfig, options: list[dict], data, load_member: Callable) -> list:
+    """The members, loaded, their ``options`` applied; every one trained on ``data`` (same fingerprint)."""
     from llmrec.runs import read_run_info
 
-    options = [parse_member_options(t) for t in cfg.member_options] or [{}] * len(cfg.runs)
     members = []
     for run, opts in zip(cfg.runs, options):
         record = read_run_info(run)["data"]
@@ -140,8 +139,9 @@ def create_ensemble_run(cfg: EnsembleConfig, load_member: Callable) -> dict:
     data = load_run_data(cfg.runs[0], cfg.data or None)
     data_path = cfg.data or read_run_info(cfg.runs[0])["data"]["path"]
     out = _output_dir(cfg)
-    ens = EnsembleRecommender(_load_members(cfg, data, load_member), cfg.weights, name=f"ensemble:{out.name}")
     options = [parse_member_options(t) for t in cfg.member_options] or [{}] * len(cfg.runs)
+    members = _load_members(cfg, options, data, load_member)
+    ens = EnsembleRecommender(members, cfg.weights, name=f"ensemble:{out.name}")
 
     def info_with(weights):
         members = [member_record(r, out, w, o) for r, w, o in zip(cfg.runs, weights, options)]
