@@ -130,3 +130,22 @@ def test_cf_init_adds_cooccurrence_factors_to_the_item_rows(toy_dir, tmp_path):
     assert train_baseline(cfg, log=_quiet)["valid"]["metrics"]["hr@10"] > 0.5  # trains from it
     with pytest.raises(ConfigError, match="item_cf_dim"):
         BaselineConfig(data="d", output_dir="o", hidden_size=32, item_cf_dim=33)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_causal_models_score_a_history_the_same_in_any_length_group(name, monkeypatch):
+    """``history_hidden`` encodes groups of similar length, each padded to its own longest: a row's score must not
+    depend on the other histories of the batch (right padding + causal attention), and rows keep their order."""
+    from llmrec.baselines import MODELS, ModelArgs, base
+
+    torch.manual_seed(0)
+    model = MODELS[name](ModelArgs(num_items=40, hidden_size=16, num_layers=2, num_heads=2, max_len=12)).eval()
+    rng = random.Random(0)
+    histories = [[rng.randrange(40) for _ in range(rng.choice([0, 1, 3, 7, 12, 20]))] for _ in range(50)]
+    alone = torch.cat([model._last_hidden([h]) for h in histories])  # each history padded to nothing but itself
+    monkeypatch.setattr(base, "LENGTH_GROUP", 8)  # several groups in one batch
+    grouped = model.history_hidden(histories)
+    assert torch.allclose(grouped, alone, atol=1e-5)
+    padded = model._last_hidden(histories)  # the whole batch padded to its longest, as before the groups
+    assert torch.allclose(grouped, padded, atol=1e-5)
+    assert torch.allclose(model.score(histories[:5]), model.logits(alone[:5]), atol=1e-5)

@@ -41,6 +41,9 @@ class ModelArgs:
     mask_prob: float = 0.2  # BERT4Rec only
 
 
+LENGTH_GROUP = 256  # rows per length group in SequenceModel.history_hidden
+
+
 def right_pad(seqs: Sequence[Sequence[int]], max_len: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the last ``max_len`` items of each sequence and right-pad: ``([B, L], lengths [B])``, L = longest kept."""
     items, mask = pad_sequences(seqs, pad, max_len=max_len)
@@ -131,7 +134,27 @@ class SequenceModel(nn.Module):
         return torch.einsum("td,tkd->tk", hidden, emb)
 
     def history_hidden(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Hidden state that predicts the item after each history: ``[B, D]``."""
+        """Hidden state that predicts the item after each history: ``[B, D]``.
+
+        A causal model encodes the histories in groups of similar length, each right-padded to its own longest
+        (``LENGTH_GROUP`` rows): a real position never sees the padding after it, so a row's last hidden state does
+        not depend on its group, and a batch of mostly short histories (Beauty: mean 8.9 items, max_len 50) does not
+        pay for its longest one.
+        """
+        if not self.causal:
+            return self._last_hidden(histories)
+        order = sorted(range(len(histories)), key=lambda i: min(len(histories[i]), self.args.max_len))
+        out = None
+        for lo in range(0, len(order), LENGTH_GROUP):
+            rows = order[lo : lo + LENGTH_GROUP]
+            hidden = self._last_hidden([histories[i] for i in rows])  # [G, D]
+            if out is None:
+                out = hidden.new_empty(len(histories), hidden.shape[1])
+            out[torch.as_tensor(rows, device=hidden.device)] = hidden
+        return out if out is not None else self._last_hidden(histories)
+
+    def _last_hidden(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[B, D]``: the hidden state at each history's last position, the batch right-padded to its longest."""
         items, lengths = right_pad(histories, self.args.max_len, self.pad_id)
         items = items.to(self.device)
         hidden = self.encode(items)  # [B, L, D]
