@@ -141,3 +141,15 @@ def test_a_served_ensemble_takes_a_new_item_into_every_member():
         assert c.post("/items", json=NEW, headers=AUTH).status_code == 201
         assert _ids(c.post("/recommend", json={"history": ["r3"], "k": 3}))[0] == "new-1"
     assert len(a.catalog) == len(b.catalog) == len(TITLES) + 1
+
+
+def test_compare_and_evaluate_take_an_ensemble_run(runs, tmp_path, capsys):
+    _ensemble(runs, "cmp", "--weights", "1", "0.1")
+    ens = str(runs["root"] / "cmp")
+    assert cli(["evaluate", "--run", ens, "--split", "test"]) == 0
+    stored = json.loads((runs["root"] / "cmp" / "metrics.json").read_text())["test"]["metrics"]["ndcg@10"]
+    assert json.loads((runs["root"] / "cmp" / "eval_test.json").read_text())["metrics"]["ndcg@10"] == pytest.approx(stored)
+    capsys.readouterr()
+    assert cli(["compare", ens, runs["sasrec"], "--split", "test", "--output_dir", str(tmp_path / "rep")]) == 0
+    rows = json.loads((tmp_path / "rep" / "compare.json").read_text())["runs"]
+    assert {r["kind"] for r in rows} == {"ensemble", "baseline"}
