@@ -148,7 +148,9 @@ def test_compare_and_evaluate_take_an_ensemble_run(runs, tmp_path, capsys):
     ens = str(runs["root"] / "cmp")
     assert cli(["evaluate", "--run", ens, "--split", "test"]) == 0
     stored = json.loads((runs["root"] / "cmp" / "metrics.json").read_text())["test"]["metrics"]["ndcg@10"]
-    assert json.loads((runs["root"] / "cmp" / "eval_test.json").read_text())["metrics"]["ndcg@10"] == pytest.approx(stored)
+    assert json.loads((runs["root"] / "cmp" / "eval_test.json").read_text())["metrics"]["ndcg@10"] == pytest.approx(
+        stored
+    )
     capsys.readouterr()
     assert cli(["compare", ens, runs["sasrec"], "--split", "test", "--output_dir", str(tmp_path / "rep")]) == 0
     rows = json.loads((tmp_path / "rep" / "compare.json").read_text())["runs"]
