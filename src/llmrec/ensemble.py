@@ -180,13 +180,14 @@ class EnsembleRecommender:
         terms = " + ".join(f"{w:g} x {m.name}" for m, w in zip(self.members, self.weights) if w)
         return "; ".join([f"ensemble {terms}", *notes])
 
-    def member_scores(self, histories: Sequence[Sequence[int]]) -> list:
-        """Each member's scores ``[B, N]`` float32 on CPU (``None`` for a member of weight 0)."""
+    def member_scores(self, histories: Sequence[Sequence[int]], weights: Sequence[float] | None = None) -> list:
+        """Each member's scores ``[B, N]`` float32 on CPU (``None`` for a member whose weight, in ``weights`` or
+        else the ensemble's own, is 0)."""
         import torch
 
         return [
             m.score(histories).detach().to("cpu", torch.float32) if w else None
-            for m, w in zip(self.members, self.weights)
+            for m, w in zip(self.members, self.weights if weights is None else weights)
         ]
 
     def score(self, histories: Sequence[Sequence[int]]):

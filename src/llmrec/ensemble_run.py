@@ -37,8 +37,8 @@ def select_weight(ens: EnsembleRecommender, data, index: int, grid: Sequence[flo
 
     from llmrec.evaluation import evaluate
 
-    running = sum(1 for i, w in enumerate(ens.weights) if w or i == index)
-    cache = data.num_users * data.num_items * 4 * running <= CACHE_LIMIT_BYTES
+    running = [1.0 if (w or i == index) else 0.0 for i, w in enumerate(ens.weights)]  # the members scored
+    cache = data.num_users * data.num_items * 4 * sum(running) <= CACHE_LIMIT_BYTES
     parts: list[tuple] = []
 
     def scorer(weights: list[float]):
@@ -46,13 +46,9 @@ def select_weight(ens: EnsembleRecommender, data, index: int, grid: Sequence[flo
 
         def score(histories):
             if not cache:
-                return combine(ens.member_scores(histories), weights)
+                return combine(ens.member_scores(histories, weights), weights)
             if calls is None:  # the first pass runs the members and keeps their scores
-                saved, ens.weights = ens.weights, [1.0 if (w or i == index) else 0.0 for i, w in enumerate(weights)]
-                try:
-                    parts.append((histories, ens.member_scores(histories)))
-                finally:
-                    ens.weights = saved
+                parts.append((histories, ens.member_scores(histories, running)))
                 return combine(parts[-1][1], weights)
             seen, got = parts[next(calls)]
             if seen != histories:
