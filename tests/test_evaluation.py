@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmrec.data import Catalog, PreparedData
-from llmrec.evaluation import evaluate, metrics_from_ranks, metrics_from_scores, pessimistic_ranks
+from llmrec.evaluation import evaluate, evaluate_grid, metrics_from_ranks, metrics_from_scores, pessimistic_ranks
 from llmrec.inference import mask_items, rank, top_k
 
 
@@ -110,6 +110,25 @@ def test_exclude_and_batching():
     assert one["metrics"] == pytest.approx(many["metrics"])
     excluded = evaluate(_history_lover(10), data, "test", ks=(1, 5), exclude=[9])
     assert excluded["metrics"]["hr@5"] == 0.0  # the target itself is excluded -> ranked last
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_evaluate_grid_runs_the_model_once_with_replay_and_equals_direct_evaluation(replay):
+    data = _data([[0, 1, 9], [2, 3, 8], [4, 5, 7], [1, 6, 2], [3, 0, 5]], num_items=10)
+    model, calls = _history_lover(10), []
+    prior = torch.linspace(1.0, 0.0, 10)  # a per-item bias the grid value weighs against the model
+
+    def compute(histories, g):
+        calls.append(g)
+        return model(histories)
+
+    grid = [0.0, 0.5, 3.0]
+    got = evaluate_grid(compute, lambda s, g: s + g * prior, grid, data, "test", replay=replay, batch_size=2)
+    assert len(calls) == (3 if replay else 9)  # 3 batches of <= 2 users, once or once per grid value
+    for g, result in zip(grid, got):
+        direct = evaluate(lambda h, g=g: model(h) + g * prior, data, "test", batch_size=2)
+        assert result["metrics"] == pytest.approx(direct["metrics"])
+    assert got[0]["metrics"] != got[2]["metrics"]  # the grid value matters here, so the check above has teeth
 
 
 def test_bad_score_shape_raises():

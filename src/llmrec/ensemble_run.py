@@ -33,43 +33,29 @@ def select_weight(ens: EnsembleRecommender, data, index: int, grid: Sequence[flo
         ``(best weight, its full validation result, [{"weight", "ndcg@10", "hr@10"} per grid value])``; the
         weight is also set on ``ens``.
     """
-    from tqdm.auto import tqdm
-
-    from llmrec.evaluation import evaluate
+    from llmrec.evaluation import evaluate_grid
 
     running = [1.0 if (w or i == index) else 0.0 for i, w in enumerate(ens.weights)]  # the members scored
     cache = data.num_users * data.num_items * 4 * sum(running) <= CACHE_LIMIT_BYTES
-    parts: list[tuple] = []
 
-    def scorer(weights: list[float]):
-        calls = iter(range(len(parts))) if cache and parts else None
+    def weights_with(w: float) -> list[float]:
+        return [w if i == index else x for i, x in enumerate(ens.weights)]
 
-        def score(histories):
-            if not cache:
-                return combine(ens.member_scores(histories, weights), weights)
-            if calls is None:  # the first pass runs the members and keeps their scores
-                parts.append((histories, ens.member_scores(histories, running)))
-                return combine(parts[-1][1], weights)
-            seen, got = parts[next(calls)]
-            if seen != histories:
-                raise RuntimeError("select_weight: the evaluator's batches changed between weights")
-            return combine(got, weights)
-
-        return score
-
-    table, results = [], {}
-    for w in tqdm(list(grid), desc="select weight", unit="weight"):
-        weights = [w if i == index else x for i, x in enumerate(ens.weights)]
-        if not any(weights):
-            continue
-        res = evaluate(scorer(weights), data, "valid", batch_size=batch_size)
-        results[w] = res
-        table.append({"weight": w, "ndcg@10": res["metrics"]["ndcg@10"], "hr@10": res["metrics"]["hr@10"]})
+    values = [float(w) for w in grid if any(weights_with(w))]
+    results = evaluate_grid(
+        lambda histories, w: ens.member_scores(histories, running if cache else weights_with(w)),
+        lambda scores, w: combine(scores, weights_with(w)),
+        values, data, "valid", replay=cache, batch_size=batch_size, progress=True,
+    )  # fmt: skip
+    table = [
+        {"weight": w, "ndcg@10": r["metrics"]["ndcg@10"], "hr@10": r["metrics"]["hr@10"]}
+        for w, r in zip(values, results)
+    ]
     if not table:
         raise ConfigError("weight_grid: every candidate leaves all weights at zero")
     best = max(table, key=lambda r: (r[SELECT_METRIC], -r["weight"]))["weight"]
-    ens.weights[index] = float(best)
-    return float(best), results[best], table
+    ens.weights[index] = best
+    return best, results[values.index(best)], table
 
 
 ENSEMBLE_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "metrics.json", "eval_valid.json", "eval_test.json",

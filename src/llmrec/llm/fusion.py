@@ -17,7 +17,7 @@ NDCG@10 over all of them, ties to the smaller weight; it is saved in ``item_text
 
 from __future__ import annotations
 
-from llmrec.evaluation import evaluate
+from llmrec.evaluation import evaluate_grid
 
 FUSION_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
 
@@ -32,26 +32,15 @@ def select_fusion(rec, valid_data, batch_size: int = 256) -> tuple[float, list[d
     """
     if rec.texts is None:
         raise ValueError("text_fusion: the run has no item texts (item_text.safetensors)")
-    parts: list[tuple] = []
-
-    def scorer(weight: float):
-        calls = iter(range(len(parts))) if parts else None
-
-        def score(histories):
-            if calls is None:  # the first pass: run the model, keep its parts
-                parts.append((histories, *rec.score_parts(histories, similarity=True)))
-                return rec.fuse(parts[-1][1], parts[-1][2], weight)
-            seen, base, sim = parts[next(calls)]
-            if seen != histories:
-                raise RuntimeError("select_fusion: the evaluator's batches changed between weights")
-            return rec.fuse(base, sim, weight)
-
-        return score
-
-    table = []
-    for w in FUSION_GRID:
-        m = evaluate(scorer(w), valid_data, "valid", mask_history=True, batch_size=batch_size)["metrics"]
-        table.append({"text_fusion": w, "ndcg@10": m["ndcg@10"], "hr@10": m["hr@10"]})
+    results = evaluate_grid(
+        lambda histories, _: rec.score_parts(histories, similarity=True),
+        lambda parts, w: rec.fuse(parts[0], parts[1], w),
+        FUSION_GRID, valid_data, "valid", mask_history=True, batch_size=batch_size,
+    )  # fmt: skip
+    table = [
+        {"text_fusion": w, "ndcg@10": r["metrics"]["ndcg@10"], "hr@10": r["metrics"]["hr@10"]}
+        for w, r in zip(FUSION_GRID, results)
+    ]
     best = max(table, key=lambda r: (r["ndcg@10"], -r["text_fusion"]))
     rec.fusion = best["text_fusion"]
     return rec.fusion, table
