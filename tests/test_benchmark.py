@@ -145,14 +145,36 @@ def test_plan_then_collect_gives_the_direct_report(smoke, direct):
         assert Path(args[args.index("--output_dir") + 1]).is_relative_to((out / "trials").resolve())
         if args[1] == "train":
             assert args[args.index("--eval_users") + 1] == "0"
+    progress = (out / "progress.md").read_text()
+    assert "0 of 5 trial(s) of the tuning phase finished" in progress and "- toy/sasrec: t000, t001" in progress
+    assert str(out.resolve()) not in progress  # trials are named, never given with a local path
     assert _run_plan(out / "plan.txt") == 5
     pending = run_benchmark(suite, out, mode="collect")
+    progress = (out / "progress.md").read_text()
+    assert "seeds phase" in progress and "0 of 3 trial(s) of the seeds phase finished" in progress
     assert (pending.status, pending.phase, pending.pending) == ("pending", "seeds", 3)
     assert all("-seed1 " in line for line in (out / "plan.txt").read_text().splitlines())
     assert _run_plan(out / "plan.txt") == 3
     done = run_benchmark(suite, out, mode="collect")
     assert done.status == "done" and (out / "plan.txt").read_text() == ""
     assert _core(done.report) == _core(direct[0].report)
+
+
+def test_progress_names_each_models_validation_leader(smoke, direct):
+    """progress.md's best trial and value per model are the selection's, from full validation (no test read)."""
+    from llmrec.benchmark.progress import progress_markdown
+    from llmrec.benchmark.runner import Benchmark
+
+    suite = load_suite(SMOKE)
+    bench = Benchmark(suite, smoke / "direct", log=lambda *_: None)
+    tuning = bench.tuning_trials()
+    text = progress_markdown(suite.name, "tuning", tuning, bench.datasets, suite.metric)
+    assert "5 of 5 trial(s) of the tuning phase finished" in text and "Not finished" not in text
+    for (d, m), trials in tuning.items():
+        sel = select(trials, bench.datasets[d], suite.metric)
+        row = next(line for line in text.splitlines() if line.startswith(f"| {d} | {m} |"))
+        assert f"{sel.scores[sel.selected.name]:.4f} ({sel.selected.name})" in row
+        assert row.split("|")[3].strip() == str(len(trials))  # finished
 
 
 def test_records_carry_finished_trials_to_a_new_directory(smoke, direct):

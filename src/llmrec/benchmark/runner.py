@@ -14,7 +14,9 @@ Modes:
              ones with ``--resume true``); nothing runs. An existing scheduler runs the lines.
     collect  when a phase is unfinished, write its ``plan.txt`` (the seed phase right after tuning finished) and
              return ``pending``; when every trial is finished, write ``DIR/report.{json,md,png}``.
-With ``records`` (``llmrec.benchmark.records``), every mode first rebuilds the missing trials that have a record and
+Every mode rewrites ``DIR/progress.md`` (``llmrec.benchmark.progress``): per model, the current phase's trials
+finished and pending, and the validation leader so far. With ``records`` (``llmrec.benchmark.records``), every mode
+first rebuilds the missing trials that have a record and
 exports the finished ones that have none; ``run`` exports each trial as it finishes.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from llmrec.benchmark.datasets import Dataset, load_datasets
 from llmrec.benchmark.execute import Progress, run_trials
+from llmrec.benchmark.progress import progress_markdown
 from llmrec.benchmark.records import export_record, portable, restore_record, restored_from
 from llmrec.benchmark.report import REPORT_FORMAT, dataset_block, protocol_block
 from llmrec.benchmark.search import search_points
@@ -36,6 +39,7 @@ from llmrec.config import ConfigError
 from llmrec.files import atomic_write_json, atomic_write_text, atomic_write_with, read_json
 
 PLAN_FILE = "plan.txt"
+PROGRESS_FILE = "progress.md"
 SUITE_COPY = "suite.yaml"
 MODES = ("run", "plan", "collect")
 
@@ -132,8 +136,10 @@ class Benchmark:
                      f"{sel.scores[sel.selected.name]:.4f} of {len(trials)} trial(s){flagged}")  # fmt: skip
         return out
 
-    def phase(self, name: str, trials: list[Trial], mode: str, jobs: int) -> int:
-        """Run (mode run) or plan (plan, collect) the pending trials of a phase; returns how many are left."""
+    def phase(self, name: str, groups: dict[tuple[str, str], list[Trial]], mode: str, jobs: int) -> int:
+        """Run (mode run) or plan (plan, collect) the pending trials of a phase (``(data, model) -> trials``);
+        returns how many are left. ``DIR/progress.md`` says where the phase stands (``llmrec.benchmark.progress``)."""
+        trials = [t for ts in groups.values() for t in ts]
         self.restore(trials)
         self.export(trials)  # trials finished by a scheduler, or before a call with --records
         todo, done = self.pending(trials)
@@ -142,10 +148,13 @@ class Benchmark:
             on_done = (lambda t: self.export([t])) if self.records else None
             run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root, on_done)
             todo, _ = self.pending(trials)
+        text = progress_markdown(self.suite.name, name, groups, self.datasets, self.suite.metric)
+        atomic_write_text(self.root / PROGRESS_FILE, text)
         if todo and mode != "run":
             atomic_write_text(self.root / PLAN_FILE, "".join(t.shell(resume) + "\n" for t, resume in todo))
             self.log(f"[benchmark] {name}: {done}/{len(trials)} trial(s) finished; wrote {len(todo)} command(s) to "
-                     f"{self.root / PLAN_FILE}: run them (any scheduler), then `llmrec benchmark --collect true`")  # fmt: skip
+                     f"{self.root / PLAN_FILE}: run them (any scheduler), then `llmrec benchmark --collect true`"
+                     f"; {self.root / PROGRESS_FILE} says where each model stands")  # fmt: skip
         return len(todo)
 
     def report(self, selections, seeds, device: str = "cpu") -> dict:
@@ -227,12 +236,12 @@ def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int =
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bench = Benchmark(suite, root, log, records, device)
     tuning = bench.tuning_trials()
-    left = bench.phase("tuning", [t for ts in tuning.values() for t in ts], mode, jobs)
+    left = bench.phase("tuning", tuning, mode, jobs)
     if left:
         return Outcome("pending", "tuning", left)
     selections = bench.select_all(tuning)
     seeds = bench.seed_trials(selections)
-    left = bench.phase("seeds", [t for ts in seeds.values() for t in ts[1:]], mode, jobs)
+    left = bench.phase("seeds", {k: ts[1:] for k, ts in seeds.items()}, mode, jobs)
     if left:
         return Outcome("pending", "seeds", left)
     if mode != "run":

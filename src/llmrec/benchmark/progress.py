@@ -1,0 +1,69 @@
+"""``DIR/progress.md``: where a long benchmark stands, rewritten by every ``llmrec benchmark`` call.
+
+One row per (data set, model) of the current phase: trials finished / interrupted / not started, the best
+FULL-validation value of the suite's metric so far and its trial (validation only: nothing here reads a test
+result), and the mean wall time of the finished trials (training and validations; a resumed trial counts its last
+process only). Trials are named, never given with a local path, so the
+file can be committed beside a suite's records.
+"""
+
+from __future__ import annotations
+
+import time
+
+from llmrec.benchmark.datasets import Dataset
+from llmrec.benchmark.select import full_validation_problem, validation_entry
+from llmrec.benchmark.trials import Trial, state
+from llmrec.files import read_json
+
+
+def _row(trials: list[Trial], dataset: Dataset, metric: str) -> dict:
+    """Counts, the validation leader and the mean training time of one model's trials on one data set."""
+    counts = {"done": 0, "interrupted": 0, "missing": 0}
+    best, secs, waiting = None, [], []
+    for t in trials:
+        s = state(t, dataset.fingerprint)
+        counts[s] += 1
+        if s != "done":
+            waiting.append(t.name)
+            continue
+        valid = validation_entry(t)
+        value = valid["metrics"].get(metric)
+        selectable = full_validation_problem(valid, dataset) is None and isinstance(value, (int, float))
+        if selectable and (best is None or value > best[0]):  # ties: the lower trial number, as in selection
+            best = (float(value), t.name)
+        train = read_json(t.run_dir / "metrics.json").get("train") or {}
+        secs.append(float(train.get("wall_time_s") or train.get("train_time_s") or 0.0))
+    return {**counts, "best": best, "mean_s": sum(secs) / len(secs) if secs else None, "waiting": waiting}
+
+
+def _minutes(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def progress_markdown(suite_name: str, phase: str, groups: dict[tuple[str, str], list[Trial]],
+                      datasets: dict[str, Dataset], metric: str) -> str:  # fmt: skip
+    """The Markdown of ``progress.md`` for ``groups`` (``(data, model) -> trials`` of ``phase``)."""
+    lines = [
+        f"# Benchmark `{suite_name}`: {phase} phase",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `llmrec benchmark`. Best = highest full-"
+        f"validation {metric} among the finished trials so far (no test result is read before the report).",
+        "",
+        f"| data | model | finished | interrupted | not started | best valid {metric} (trial) | mean time per finished trial |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    total = done = 0
+    waiting = []
+    for (d, m), trials in groups.items():
+        r = _row(trials, datasets[d], metric)
+        best = f"{r['best'][0]:.4f} ({r['best'][1]})" if r["best"] else ""
+        lines.append(f"| {d} | {m} | {r['done']} | {r['interrupted']} | {r['missing']} | {best} | "
+                     f"{_minutes(r['mean_s'])} |")  # fmt: skip
+        total, done = total + len(trials), done + r["done"]
+        if r["waiting"]:
+            waiting.append(f"- {d}/{m}: {', '.join(r['waiting'])}")
+    lines += ["", f"{done} of {total} trial(s) of the {phase} phase finished."]
+    if waiting:
+        lines += ["", "Not finished (an interrupted trial resumes from its last checkpoint):", "", *waiting]
+    return "\n".join(lines) + "\n"
