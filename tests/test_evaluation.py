@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmrec.data import Catalog, PreparedData
-from llmrec.evaluation import evaluate, evaluate_grid, metrics_from_ranks, metrics_from_scores, pessimistic_ranks
+from llmrec.evaluation import evaluate, metrics_from_ranks, metrics_from_scores, pessimistic_ranks
 from llmrec.inference import mask_items, rank, top_k
+from llmrec.selection import evaluate_grid, select_on_grid
 
 
 def _data(sequences: list[list[int]], num_items: int) -> PreparedData:
@@ -129,6 +130,21 @@ def test_evaluate_grid_runs_the_model_once_with_replay_and_equals_direct_evaluat
         direct = evaluate(lambda h, g=g: model(h) + g * prior, data, "test", batch_size=2)
         assert result["metrics"] == pytest.approx(direct["metrics"])
     assert got[0]["metrics"] != got[2]["metrics"]  # the grid value matters here, so the check above has teeth
+
+
+def test_select_on_grid_takes_the_best_validation_value_and_the_smaller_one_on_ties():
+    data = _data([[0, 1, 9, 3], [2, 3, 9, 4]], num_items=10)  # valid targets: 9 for both users
+    bias = torch.zeros(10)
+    bias[5] = 10.0  # a weight >= 0.5 puts item 5 above everything, the valid target included
+
+    def model(histories):
+        return torch.zeros(len(histories), 10).index_fill_(1, torch.tensor([9]), 1.0)
+
+    best, result, table = select_on_grid(lambda h, g: model(h), lambda s, g: s - g * bias, [2.0, 1.0, 3.0], data)
+    assert best == 1.0 and result["metrics"]["hr@1"] == 1.0  # pushing item 5 down keeps 9 first: a 3-way tie
+    assert [r["value"] for r in table] == [2.0, 1.0, 3.0]
+    best, _, _ = select_on_grid(lambda h, g: model(h), lambda s, g: s + g * bias, [0.5, 0.0, 1.0], data)
+    assert best == 0.0  # only weight 0 keeps the target first
 
 
 def test_bad_score_shape_raises():

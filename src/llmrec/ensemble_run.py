@@ -19,7 +19,6 @@ from llmrec.ensemble import (
 )
 from llmrec.errors import DataError
 
-SELECT_METRIC = "ndcg@10"
 CACHE_LIMIT_BYTES = 4 << 30  # selection keeps the members' validation scores in memory up to this size
 
 
@@ -33,7 +32,7 @@ def select_weight(ens: EnsembleRecommender, data, index: int, grid: Sequence[flo
         ``(best weight, its full validation result, [{"weight", "ndcg@10", "hr@10"} per grid value])``; the
         weight is also set on ``ens``.
     """
-    from llmrec.evaluation import evaluate_grid
+    from llmrec.selection import select_on_grid
 
     running = [1.0 if (w or i == index) else 0.0 for i, w in enumerate(ens.weights)]  # the members scored
     cache = data.num_users * data.num_items * 4 * sum(running) <= CACHE_LIMIT_BYTES
@@ -42,20 +41,15 @@ def select_weight(ens: EnsembleRecommender, data, index: int, grid: Sequence[flo
         return [w if i == index else x for i, x in enumerate(ens.weights)]
 
     values = [float(w) for w in grid if any(weights_with(w))]
-    results = evaluate_grid(
+    if not values:
+        raise ConfigError("weight_grid: every candidate leaves all weights at zero")
+    best, valid, table = select_on_grid(
         lambda histories, w: ens.member_scores(histories, running if cache else weights_with(w)),
         lambda scores, w: combine(scores, weights_with(w)),
-        values, data, "valid", replay=cache, batch_size=batch_size, progress=True,
+        values, data, replay=cache, batch_size=batch_size, progress=True,
     )  # fmt: skip
-    table = [
-        {"weight": w, "ndcg@10": r["metrics"]["ndcg@10"], "hr@10": r["metrics"]["hr@10"]}
-        for w, r in zip(values, results)
-    ]
-    if not table:
-        raise ConfigError("weight_grid: every candidate leaves all weights at zero")
-    best = max(table, key=lambda r: (r[SELECT_METRIC], -r["weight"]))["weight"]
     ens.weights[index] = best
-    return best, results[values.index(best)], table
+    return best, valid, [{"weight": r["value"], "ndcg@10": r["ndcg@10"], "hr@10": r["hr@10"]} for r in table]
 
 
 ENSEMBLE_OUTPUTS = ("run.json", "config.yaml", "catalog.parquet", "metrics.json", "eval_valid.json", "eval_test.json",

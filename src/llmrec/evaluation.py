@@ -367,46 +367,6 @@ def evaluate(
     return result
 
 
-def evaluate_grid(
-    compute: Callable[[list[list[int]], object], object],
-    mix: Callable[[object, object], torch.Tensor],
-    grid: Sequence,
-    data: PreparedData,
-    split: str = "valid",
-    replay: bool = True,
-    **kwargs,
-) -> list[dict]:
-    """``evaluate`` once per value ``g`` of ``grid`` with the scorer ``histories -> mix(compute(histories, g), g)``:
-    one result per value, in ``grid``'s order (``kwargs`` go to ``evaluate``).
-
-    ``compute`` is the expensive part (running a model), ``mix`` the cheap one (combining its outputs for one grid
-    value). With ``replay`` (default) ``compute`` runs only during the first value's pass, and each batch's output is
-    kept in memory (the caller makes sure it fits) and mixed again for the later values; the evaluator sends the same
-    batches in the same order every time, which is checked. Without ``replay`` ``compute`` runs for every value.
-
-    Raises:
-        RuntimeError: a replayed pass got other batches than the first one.
-    """
-    kept: list[tuple[list[list[int]], object]] = []
-    results = []
-    for i, g in enumerate(grid):
-        replayed = iter(kept) if replay and i else None
-
-        def score(histories, g=g, replayed=replayed):
-            if replayed is None:
-                out = compute(histories, g)
-                if replay:
-                    kept.append((histories, out))
-                return mix(out, g)
-            seen, out = next(replayed, (None, None))
-            if seen != histories:
-                raise RuntimeError("evaluate_grid: the evaluator's batches changed between grid values")
-            return mix(out, g)
-
-        results.append(evaluate(score, data, split, **kwargs))
-    return results
-
-
 def _num_candidates(
     histories: Sequence[Sequence[int]] | None, targets: Sequence[int], num_items: int, excluded: set[int]
 ) -> torch.Tensor:

@@ -17,7 +17,7 @@ NDCG@10 over all of them, ties to the smaller weight; it is saved in ``item_text
 
 from __future__ import annotations
 
-from llmrec.evaluation import evaluate_grid
+from llmrec.selection import select_on_grid
 
 FUSION_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
 
@@ -32,15 +32,11 @@ def select_fusion(rec, valid_data, batch_size: int = 256) -> tuple[float, list[d
     """
     if rec.texts is None:
         raise ValueError("text_fusion: the run has no item texts (item_text.safetensors)")
-    results = evaluate_grid(
+    best, _, table = select_on_grid(
         lambda histories, _: rec.score_parts(histories, similarity=True),
         lambda parts, w: rec.fuse(parts[0], parts[1], w),
-        FUSION_GRID, valid_data, "valid", mask_history=True, batch_size=batch_size,
+        FUSION_GRID, valid_data, mask_history=True, batch_size=batch_size,
     )  # fmt: skip
-    table = [
-        {"text_fusion": w, "ndcg@10": r["metrics"]["ndcg@10"], "hr@10": r["metrics"]["hr@10"]}
-        for w, r in zip(FUSION_GRID, results)
-    ]
-    best = max(table, key=lambda r: (r["ndcg@10"], -r["text_fusion"]))
-    rec.fusion = best["text_fusion"]
+    table = [{"text_fusion": r["value"], "ndcg@10": r["ndcg@10"], "hr@10": r["hr@10"]} for r in table]
+    rec.fusion = best
     return rec.fusion, table
