@@ -298,6 +298,11 @@ def _model(**kw) -> list[dict]:
         ({"models": [{"name": "llm", "kind": "llm", "set": {"eval_users": 3000}}]}, "(llm).set.eval_users"),
         ({"models": _model(search={"space": {"hiden_size": [8]}})}, "(sasrec).search.space.hiden_size: not an option"),
         ({"models": _model(search={"space": {"dropout": [0.1, 0.2, 0.3]}})}, "the grid has 3 = 3 points"),
+        ({"models": _model(trials=1, search={"space": {"dropout": [0.1]}})}, "(sasrec).trials: only a tuned LLM"),
+        (
+            {"models": [{"name": "llm", "kind": "llm", "trials": 3, "search": {"space": {"lr": [0.1, 0.2, 0.3]}}}]},
+            "(llm).trials: 3 exceeds the suite's trials (2)",
+        ),
         ({"models": _model(search={"space": {"lr": {"uniform": [1, 0]}}, "method": "random"})}, "space.lr.uniform"),
         ({"models": _model(search={"space": {"hidden_size": [8, 16]}}, set={"num_heads": 3})}, "trial 0"),
         ({"models": _model() * 2}, "models: the name 'sasrec' is used twice"),
@@ -312,6 +317,15 @@ def test_suite_errors_name_the_file_and_the_key(tmp_path, overrides, where):
         for model in suite.models:
             search_points(suite, model)
     assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_an_llm_may_lower_its_own_budget_and_the_report_says_so(tmp_path):
+    from llmrec.benchmark.report import protocol_block
+
+    llm = {"name": "llm", "kind": "llm", "trials": 1, "search": {"method": "random", "space": {"lr": [0.1, 0.2]}}}
+    suite = load_suite(_write_suite(tmp_path, models=[llm, *_model(search={"space": {"dropout": [0.1, 0.2]}})]))
+    assert [len(search_points(suite, m)) for m in suite.models] == [1, 2]
+    assert "fewer for the LLM(s) (llm 1)" in protocol_block(suite)["budget"]
 
 
 def test_random_search_is_seeded_distinct_and_valid(tmp_path):
@@ -350,14 +364,17 @@ def test_jobs_runs_single_thread_subprocesses(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["beauty", "ml-1m", "sports"])
-def test_shipped_suites_give_every_tuned_model_the_same_budget(monkeypatch, name):
+def test_shipped_suites_never_give_a_baseline_fewer_trials_than_the_llm(monkeypatch, name):
     monkeypatch.chdir(REPO)
     suite = load_suite(f"configs/benchmarks/{name}.yaml")
     assert suite.name == name  # the suite file is the data set it says it is (sports.yaml once loaded as beauty)
     assert [d.name for d in suite.data] == [name]
     budgets = {m.name: len(search_points(suite, m)) + m.prior_trials for m in suite.models if m.tuned}
-    assert set(budgets.values()) == {suite.trials} and suite.trials >= 16
     assert {"llm", "sasrec", "sasrec-sampled"} <= set(budgets)
+    kinds = {m.name: m.kind for m in suite.models}
+    baselines = {budgets[n] for n in budgets if kinds[n] == "baseline"}
+    assert baselines == {suite.trials} and suite.trials >= 16  # every tuned baseline: the suite's budget, >= 16
+    assert all(budgets[n] <= suite.trials for n in budgets if kinds[n] == "llm")  # an LLM never gets more
     for m in suite.models:  # a fixed recipe (llm-sid) had no more validation runs than each tuned model gets
         assert m.tuned or m.prior_trials + 1 <= suite.trials
     assert suite.seeds == (0, 1, 2)

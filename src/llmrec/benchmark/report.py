@@ -252,7 +252,16 @@ def protocol_block(suite: Suite) -> dict:
         "masking": "items of the user's input history (other than the target) removed from the candidates",
         "ties": "pessimistic: the target is placed after every other item with the same score",
         "std": "sample standard deviation over seeds (ddof=1)",
-        "budget": f"{suite.trials} validation trials per tuned model, counting prior_trials"
-        if suite.trials
-        else "no tuned model",
+        "budget": _budget(suite),
     }
+
+
+def _budget(suite: Suite) -> str:
+    """The budget rule as run: the suite's trials, and any LLM that lowered its own."""
+    if not suite.trials:
+        return "no tuned model"
+    lower = [
+        f"{m.name} {m.trials}" for m in suite.models if m.tuned and m.trials is not None and m.trials < suite.trials
+    ]
+    text = f"{suite.trials} validation trials per tuned model, counting prior_trials"
+    return text + (f"; fewer for the LLM(s) ({', '.join(lower)}): no baseline gets fewer than an LLM" if lower else "")

@@ -1,7 +1,8 @@
 """The validation trials of a tuned model: a fixed grid or a seeded random search, of equal size for every model.
 
 Budget rule: every tuned model gets exactly ``suite.trials`` validation trials in total, ``prior_trials`` of them
-spent before the suite (e.g. the ~35 runs that chose the LLM recipe) and the rest run by the suite. A grid must have
+spent before the suite (e.g. the ~35 runs that chose the LLM recipe) and the rest run by the suite; a tuned LLM may
+lower its own budget (model ``trials``), so a baseline never gets fewer trials than an LLM. A grid must have
 exactly that many points; a random search draws that many distinct points with ``numpy.random.default_rng(seed)``,
 redrawing a point the command's config rejects (e.g. ``num_heads`` not dividing ``hidden_size``) or one already
 drawn. With ``include_base``, trial 0 is the base config itself and counts as one of them.
@@ -14,7 +15,7 @@ import math
 
 import numpy as np
 
-from llmrec.benchmark.suite import ModelSpec, Suite, config_class
+from llmrec.benchmark.suite import ModelSpec, Suite, config_class, model_budget
 from llmrec.config import ConfigError
 
 MAX_DRAWS_PER_TRIAL = 200
@@ -22,7 +23,7 @@ MAX_DRAWS_PER_TRIAL = 200
 
 def suite_trials(suite: Suite, model: ModelSpec) -> int:
     """How many trials the suite itself runs for ``model`` (1 for an untuned model)."""
-    return suite.trials - model.prior_trials if model.tuned else 1
+    return model_budget(suite.trials, model) - model.prior_trials if model.tuned else 1
 
 
 def _valid(model: ModelSpec, params: dict) -> str | None:

@@ -6,7 +6,7 @@ Schema (every key is checked; an error is one line naming the file and the key, 
     name: beauty                     # label of the report
     description: "..."               # optional, printed at the top of the report
     trials: 40                       # validation trials per TUNED model (one with a search), counting prior_trials:
-                                     #   every tuned model gets exactly this many, so the budgets are equal
+                                     #   every tuned model gets this many, so the budgets are equal ...
     seeds: 3                         # finalists are run with seeds 0..seeds-1 (seed 0 = the tuning trial itself)
     metric: ndcg@10                  # selection metric on the FULL validation split
     num_threads: 1                   # torch threads of each trial (--jobs N forces 1)
@@ -24,6 +24,9 @@ Schema (every key is checked; an error is one line naming the file and the key, 
         set: {epochs: 200}           #   options fixed for every trial of this model (override the base config)
         prior_trials: 0              #   validation trials this model had before the suite (counted in `trials`; for
                                      #   an untuned model: the runs that chose its fixed recipe, at most trials - 1)
+        trials: 4                    #   ... unless a tuned LLM lowers its own budget: optional, for `kind: llm` only
+                                     #   (a baseline never gets fewer trials than an LLM), e.g. where an LLM trial
+                                     #   costs hours; the report gives every model's count
         search:                      #   absent: one untuned trial (reported as untuned)
           method: random             #   grid (cartesian product of lists) or random (seeded draws)
           seed: 0                    #   random only
@@ -87,6 +90,7 @@ class ModelEntry:
     config: str = ""
     set: dict = field(default_factory=dict)
     prior_trials: int = 0
+    trials: int | None = None
     search: dict | None = None
 
 
@@ -127,6 +131,7 @@ class ModelSpec:
     prior_trials: int = 0
     search: SearchSpec | None = None
     where: str = ""  # "models[i] (name)", for error messages
+    trials: int | None = None  # an LLM's own lower budget (``None``: the suite's ``trials``)
 
     @property
     def tuned(self) -> bool:
@@ -145,6 +150,11 @@ class Suite:
     bootstrap_samples: int
     data: tuple[DataSpec, ...]
     models: tuple[ModelSpec, ...]
+
+
+def model_budget(trials: int | None, model: ModelSpec) -> int | None:
+    """The validation trials ``model`` gets in total (prior ones counted): its own ``trials`` or the suite's."""
+    return model.trials if model.trials is not None else trials
 
 
 def config_class(kind: str) -> type:
@@ -260,7 +270,13 @@ def _model_spec(value: Any, path: str, i: int) -> ModelSpec:
         raise ConfigError(f"{path}: {where}.prior_trials: must be >= 0, got {e.prior_trials}")
     base = _base_options(e, path, where)
     search = None if e.search is None else _search_spec(e.search, e.kind, path, f"{where}.search")
-    return ModelSpec(e.name, e.kind, e.config, base, e.prior_trials, search, where)
+    if e.trials is not None:
+        if e.kind != "llm" or search is None:
+            raise ConfigError(f"{path}: {where}.trials: only a tuned LLM (kind llm, with a search) may lower its own "
+                              "budget; baselines get the suite's trials")  # fmt: skip
+        if e.trials < 1:
+            raise ConfigError(f"{path}: {where}.trials: must be >= 1, got {e.trials}")
+    return ModelSpec(e.name, e.kind, e.config, base, e.prior_trials, search, where, e.trials)
 
 
 def load_suite(path: str | os.PathLike) -> Suite:
@@ -297,14 +313,17 @@ def load_suite(path: str | os.PathLike) -> Suite:
     if top.trials is not None and top.trials < 1:
         raise ConfigError(f"{path}: trials: must be >= 1, got {top.trials}")
     for m in models:
+        budget = model_budget(top.trials, m)
+        if m.trials is not None and m.trials > top.trials:
+            raise ConfigError(f"{path}: {m.where}.trials: {m.trials} exceeds the suite's trials ({top.trials}): an LLM "
+                              "may get fewer trials than the baselines, never more")  # fmt: skip
         if not m.tuned and m.prior_trials and top.trials is not None and m.prior_trials + 1 > top.trials:
             raise ConfigError(
                 f"{path}: {m.where}.prior_trials: {m.prior_trials} + its 1 run here exceed the budget of a tuned model "
                 f"(trials: {top.trials}): the tuned models would get fewer validation trials than this recipe had"
             )
-        if m.tuned and m.prior_trials >= top.trials:
-            raise ConfigError(
-                f"{path}: {m.where}.prior_trials: {m.prior_trials} leaves no trial of the budget (trials: {top.trials})"
-            )
+        if m.tuned and m.prior_trials >= budget:
+            raise ConfigError(f"{path}: {m.where}.prior_trials: {m.prior_trials} leaves no trial of the budget "
+                              f"(trials: {budget})")  # fmt: skip
     return Suite(path, top.name, top.description, top.trials, tuple(range(top.seeds)), top.metric, top.num_threads,
                  top.bootstrap_samples, data, models)  # fmt: skip
