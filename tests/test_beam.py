@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,3 +120,34 @@ def test_evaluate_beam_width_override(sem_run, tmp_path, capsys):  # noqa: F811
     assert "beam_width" in capsys.readouterr().err
     assert cli_main(["evaluate", "--run", str(sem_run), "--cold_neighbors", "3"]) == 2  # atomic runs only
     assert "cold_neighbors: " in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    num_items=st.integers(2, 12),
+    weight=st.sampled_from([0.0, 0.5, 2.0, 20.0, -1.0]),
+)
+def test_text_fusion_reranks_the_beam_and_never_lifts_an_item_into_it(data, num_items, weight):
+    """SemanticLLMRecommender.fuse (llmrec.llm.fusion): beam items keep first place, ordered by beam score + w * cos;
+    the items outside the beams follow, ordered by their cosine alone."""
+    from llmrec.decoding import beam_score_matrix
+    from llmrec.llm.recommender import SemanticLLMRecommender
+
+    beam = data.draw(st.lists(st.integers(0, num_items - 1), unique=True, max_size=num_items))
+    log_probs = data.draw(st.lists(st.floats(-30.0, 0.0), min_size=len(beam), max_size=len(beam)))
+    sim = torch.tensor([data.draw(st.lists(st.floats(-1.0, 1.0), min_size=num_items, max_size=num_items))])
+    base = beam_score_matrix([beam], [log_probs], num_items)
+    fused = SemanticLLMRecommender.fuse(base, sim, weight)[0]
+    if not weight:
+        assert torch.equal(fused, base[0])
+        return
+    outside = [i for i in range(num_items) if i not in beam]
+    if beam and outside:
+        assert fused[beam].min() > fused[outside].max()  # no item is lifted into the beam
+    for j, i in enumerate(beam):
+        assert fused[i].item() == pytest.approx(log_probs[j] + weight * sim[0, i].item(), abs=1e-4)
+    for a in outside:  # outside the beams: ordered by the cosine (times the weight's sign), as textknn would
+        for b in outside:
+            if weight * (sim[0, a] - sim[0, b]) > 1e-6:
+                assert fused[a] > fused[b]
