@@ -97,6 +97,7 @@ def test_smoke_suite_runs_end_to_end_with_mean_std_and_bootstrap(smoke, direct):
     assert {"date", "llmrec_version", "git_commit"} <= set(report["provenance"])
     md = (out / "report.md").read_text()
     assert "±" in md and "Best LLM vs best baseline" in md and "pessimistic" in md and "test AUC" in md
+    assert "test F1@10" in md and "F1@K = 2 HR@K / (K + 1)" in md  # the F1 column and how it relates to HR
 
 
 def test_second_invocation_skips_finished_trials(smoke, direct):

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "auc")  # f1@K = 2 hr@K / (K + 1): JSON only
+COLUMNS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "f1@10", "auc")  # f1@20 in the JSON only
+F1_NOTE = (
+    "F1@K: with one target per user, precision@K = HR@K / K and recall@K = HR@K, so F1@K = 2 HR@K / (K + 1): it "
+    "orders models exactly as HR@K does. AUC: per user, the fraction of the candidate items (the whole catalog less "
+    "the masked history) ranked below the target, ties counted against it, averaged over users."
+)
 
 
 def _num(x: float | None) -> str:
@@ -95,6 +100,7 @@ def _dataset_lines(block: dict, metric: str, level: int = 2) -> list[str]:
         row = [e["name"], e["kind"], _trials(e), _params(e), _pm(e["valid"].get(metric))]
         row += [_pm(e["test"].get(c)) for c in COLUMNS] + [", ".join(stopped)]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", F1_NOTE]
     lines += _target_lines(block)
     lines += ["", *_bootstrap_lines(block["bootstrap"], metric), ""]
     flagged = [f"{e['name']}/{t}: {why}" for e in block["models"] for t, why in e["flagged"].items()]
