@@ -147,18 +147,42 @@ def test_plan_then_collect_gives_the_direct_report(smoke, direct):
         if args[1] == "train":
             assert args[args.index("--eval_users") + 1] == "0"
     progress = (out / "progress.md").read_text()
-    assert "0 of 5 trial(s) of the tuning phase finished" in progress and "- toy/sasrec: t000, t001" in progress
+    assert "0 of 5 trial(s) of the tuning phase finished" in progress and "- tuning toy/sasrec: t000, t001" in progress
+    assert "No model has finished its tuning yet." in progress
     assert str(out.resolve()) not in progress  # trials are named, never given with a local path
     assert _run_plan(out / "plan.txt") == 5
     pending = run_benchmark(suite, out, mode="collect")
     progress = (out / "progress.md").read_text()
-    assert "seeds phase" in progress and "0 of 3 trial(s) of the seeds phase finished" in progress
+    assert "## seeds" in progress and "0 of 3 trial(s) of the seeds phase finished" in progress
     assert (pending.status, pending.phase, pending.pending) == ("pending", "seeds", 3)
     assert all("-seed1 " in line for line in (out / "plan.txt").read_text().splitlines())
     assert _run_plan(out / "plan.txt") == 3
     done = run_benchmark(suite, out, mode="collect")
     assert done.status == "done" and (out / "plan.txt").read_text() == ""
     assert _core(done.report) == _core(direct[0].report)
+
+
+def test_a_models_seeds_are_planned_as_soon_as_its_own_tuning_is_finished(smoke, direct):
+    """Seeds of Pop and the LLM are planned while SASRec is still tuning; the report equals the direct run's."""
+    from llmrec.cli import main
+
+    out = smoke / "early-seeds"
+    suite = load_suite(SMOKE)
+    run_benchmark(suite, out, mode="plan")
+    for line in (out / "plan.txt").read_text().splitlines():
+        if "/sasrec/" not in line:  # everything but SASRec's tuning
+            assert main(shlex.split(line)[1:]) == 0
+    pending = run_benchmark(suite, out, mode="plan")
+    lines = (out / "plan.txt").read_text().splitlines()
+    names = sorted(shlex.split(x)[shlex.split(x).index("--output_dir") + 1].split("/trials/")[1] for x in lines)
+    assert names == ["toy/llm-tiny/t000-seed1", "toy/pop/t000-seed1", "toy/sasrec/t000", "toy/sasrec/t001"]
+    assert (pending.status, pending.phase, pending.pending) == ("pending", "tuning", 4)
+    assert "0 of 2 trial(s) of the seeds phase finished" in (out / "progress.md").read_text()
+    _run_plan(out / "plan.txt")
+    assert run_benchmark(suite, out, mode="collect").phase == "seeds"  # SASRec's seed, now that it is selected
+    _run_plan(out / "plan.txt")
+    done = run_benchmark(suite, out, mode="collect")
+    assert done.status == "done" and _core(done.report) == _core(direct[0].report)
 
 
 def test_progress_names_each_models_validation_leader(smoke, direct):
@@ -169,7 +193,7 @@ def test_progress_names_each_models_validation_leader(smoke, direct):
     suite = load_suite(SMOKE)
     bench = Benchmark(suite, smoke / "direct", log=lambda *_: None)
     tuning = bench.tuning_trials()
-    text = progress_markdown(suite.name, "tuning", tuning, bench.datasets, suite.metric)
+    text = progress_markdown(suite.name, {"tuning": tuning}, bench.datasets, suite.metric)
     assert "5 of 5 trial(s) of the tuning phase finished" in text and "Not finished" not in text
     for (d, m), trials in tuning.items():
         sel = select(trials, bench.datasets[d], suite.metric)

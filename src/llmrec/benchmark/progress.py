@@ -41,29 +41,37 @@ def _minutes(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds / 60:.1f} min"
 
 
-def progress_markdown(suite_name: str, phase: str, groups: dict[tuple[str, str], list[Trial]],
+def progress_markdown(suite_name: str, phases: dict[str, dict[tuple[str, str], list[Trial]]],
                       datasets: dict[str, Dataset], metric: str) -> str:  # fmt: skip
-    """The Markdown of ``progress.md`` for ``groups`` (``(data, model) -> trials`` of ``phase``)."""
+    """The Markdown of ``progress.md``: one table per phase (phase name -> ``(data, model) -> trials``)."""
     lines = [
-        f"# Benchmark `{suite_name}`: {phase} phase",
+        f"# Benchmark `{suite_name}`: progress",
         "",
         f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `llmrec benchmark`. Best = highest full-"
-        f"validation {metric} among the finished trials so far (no test result is read before the report).",
-        "",
-        f"| data | model | finished | interrupted | not started | best valid {metric} (trial) | mean time per finished trial |",
-        "|---|---|---:|---:|---:|---|---:|",
+        f"validation {metric} among the finished trials so far (no test result is read before the report). A model's "
+        "seed runs are planned once its own tuning trials are all finished.",
     ]
-    total = done = 0
     waiting = []
-    for (d, m), trials in groups.items():
-        r = _row(trials, datasets[d], metric)
-        best = f"{r['best'][0]:.4f} ({r['best'][1]})" if r["best"] else ""
-        lines.append(f"| {d} | {m} | {r['done']} | {r['interrupted']} | {r['missing']} | {best} | "
-                     f"{_minutes(r['mean_s'])} |")  # fmt: skip
-        total, done = total + len(trials), done + r["done"]
-        if r["waiting"]:
-            waiting.append(f"- {d}/{m}: {', '.join(r['waiting'])}")
-    lines += ["", f"{done} of {total} trial(s) of the {phase} phase finished."]
+    for phase, groups in phases.items():
+        lines += ["", f"## {phase}", ""]
+        if not groups:
+            lines.append("No model has finished its tuning yet." if phase == "seeds" else "No trial.")
+            continue
+        lines += [
+            f"| data | model | finished | interrupted | not started | best valid {metric} (trial) | mean time per "
+            "finished trial |",
+            "|---|---|---:|---:|---:|---|---:|",
+        ]
+        total = done = 0
+        for (d, m), trials in groups.items():
+            r = _row(trials, datasets[d], metric)
+            best = f"{r['best'][0]:.4f} ({r['best'][1]})" if r["best"] else ""
+            lines.append(f"| {d} | {m} | {r['done']} | {r['interrupted']} | {r['missing']} | {best} | "
+                         f"{_minutes(r['mean_s'])} |")  # fmt: skip
+            total, done = total + len(trials), done + r["done"]
+            if r["waiting"]:
+                waiting.append(f"- {phase} {d}/{m}: {', '.join(r['waiting'])}")
+        lines += ["", f"{done} of {total} trial(s) of the {phase} phase finished."]
     if waiting:
         lines += ["", "Not finished (an interrupted trial resumes from its last checkpoint):", "", *waiting]
     return "\n".join(lines) + "\n"

@@ -4,20 +4,23 @@ Phases (one trial = one run directory under ``DIR/trials``, see ``llmrec.benchma
     1. tuning: every model's search points on every data set, each trained with seed ``seeds[0]`` (0) and selected
        on the full validation split (``llmrec.benchmark.select``);
     2. seeds: each model's selected trial again with every other seed of the suite (seed 0 is the trial itself).
-The seed phase depends on the selection, so it can only be planned once the tuning phase is finished.
+A model's seeds depend on its own selection only, so they are planned as soon as that model's tuning trials on that
+data set are all finished (an untuned model's at once after its one trial), while other models are still tuning.
 
 Modes:
-    run      run the pending trials of phase 1, select, run those of phase 2 (``jobs`` 0: in this process; N: N
-             single-thread subprocesses), then write the report. Finished trials are skipped, interrupted ones
-             resumed, so running it again continues where it stopped.
-    plan     write ``DIR/plan.txt``: one shell command per pending trial of the first unfinished phase (interrupted
-             ones with ``--resume true``); nothing runs. An existing scheduler runs the lines.
-    collect  when a phase is unfinished, write its ``plan.txt`` (the seed phase right after tuning finished) and
-             return ``pending``; when every trial is finished, write ``DIR/report.{json,md,png}``.
-Every mode rewrites ``DIR/progress.md`` (``llmrec.benchmark.progress``): per model, the current phase's trials
-finished and pending, and the validation leader so far. With ``records`` (``llmrec.benchmark.records``), every mode
-first rebuilds the missing trials that have a record and
-exports the finished ones that have none; ``run`` exports each trial as it finishes.
+    run      run every pending trial whose selection is known (``jobs`` 0: in this process; N: N single-thread
+             subprocesses), select the models whose tuning just finished, run their seeds, and so on; then write the
+             report. Finished trials are skipped, interrupted ones resumed, so running it again continues where it
+             stopped.
+    plan     write ``DIR/plan.txt``: one shell command per pending trial that can run now, the tuning trials and the
+             seeds of the models already selected (interrupted ones with ``--resume true``); nothing runs. An existing
+             scheduler runs the lines.
+    collect  as plan while a trial is pending (returns ``pending``); when every trial is finished, write
+             ``DIR/report.{json,md,png}``.
+Every mode rewrites ``DIR/progress.md`` (``llmrec.benchmark.progress``): per model and phase, the trials finished
+and pending, and the validation leader so far. With ``records`` (``llmrec.benchmark.records``), every mode first
+rebuilds the missing trials that have a record and exports the finished ones that have none; ``run`` exports each
+trial as it finishes.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class Benchmark:
                  device: str = "cpu"):  # fmt: skip
         self.suite, self.root, self.log, self.device = suite, Path(root), log, device
         self.records = Path(records) if records else None
+        self._announced: set[tuple[str, str]] = set()  # selections already logged
         self.points = {m.name: search_points(suite, m) for m in suite.models}  # suite errors before any write
         _prepare_root(suite, self.root)
         self.datasets: dict[str, Dataset] = load_datasets(suite, self.root, log)
@@ -127,32 +131,37 @@ class Benchmark:
         return todo, done
 
     def select_all(self, tuning: dict[tuple[str, str], list[Trial]]) -> dict[tuple[str, str], Selection]:
+        """The selection of every ``(data, model)`` whose tuning trials are all finished (the others are left out)."""
         out = {}
         for (d, m), trials in tuning.items():
+            if self.pending(trials)[0]:
+                continue
             out[d, m] = sel = select(trials, self.datasets[d], self.suite.metric)
+            if (d, m) in self._announced:
+                continue
+            self._announced.add((d, m))
             shown = ", ".join(f"{k}={v}" for k, v in sel.selected.params.items()) or "base config"
             flagged = f"; flagged {sorted(sel.flagged)}" if sel.flagged else ""
             self.log(f"[benchmark] selected {d}/{m}/{sel.selected.name} ({shown}): valid {self.suite.metric} "
                      f"{sel.scores[sel.selected.name]:.4f} of {len(trials)} trial(s){flagged}")  # fmt: skip
         return out
 
-    def phase(self, name: str, groups: dict[tuple[str, str], list[Trial]], mode: str, jobs: int) -> int:
-        """Run (mode run) or plan (plan, collect) the pending trials of a phase (``(data, model) -> trials``);
-        returns how many are left. ``DIR/progress.md`` says where the phase stands (``llmrec.benchmark.progress``)."""
-        trials = [t for ts in groups.values() for t in ts]
+    def step(self, phases: dict[str, dict[tuple[str, str], list[Trial]]], mode: str, jobs: int) -> int:
+        """Run (mode run) or plan (plan, collect) the pending trials of ``phases`` (phase name -> ``(data, model) ->
+        trials``); returns how many were pending before a run. ``DIR/progress.md`` says where each phase stands."""
+        trials = [t for groups in phases.values() for ts in groups.values() for t in ts]
         self.restore(trials)
         self.export(trials)  # trials finished by a scheduler, or before a call with --records
         todo, done = self.pending(trials)
         if todo and mode == "run":
-            self.log(f"[benchmark] {name}: {len(trials)} trial(s), {done} finished before, {len(todo)} to run")
+            self.log(f"[benchmark] {len(trials)} trial(s) ready, {done} finished before, {len(todo)} to run")
             on_done = (lambda t: self.export([t])) if self.records else None
             run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root, on_done)
-            todo, _ = self.pending(trials)
-        text = progress_markdown(self.suite.name, name, groups, self.datasets, self.suite.metric)
+        text = progress_markdown(self.suite.name, phases, self.datasets, self.suite.metric)
         atomic_write_text(self.root / PROGRESS_FILE, text)
         if todo and mode != "run":
             atomic_write_text(self.root / PLAN_FILE, "".join(t.shell(resume) + "\n" for t, resume in todo))
-            self.log(f"[benchmark] {name}: {done}/{len(trials)} trial(s) finished; wrote {len(todo)} command(s) to "
+            self.log(f"[benchmark] {done}/{len(trials)} trial(s) finished; wrote {len(todo)} command(s) to "
                      f"{self.root / PLAN_FILE}: run them (any scheduler), then `llmrec benchmark --collect true`"
                      f"; {self.root / PROGRESS_FILE} says where each model stands")  # fmt: skip
         return len(todo)
@@ -236,14 +245,18 @@ def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int =
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bench = Benchmark(suite, root, log, records, device)
     tuning = bench.tuning_trials()
-    left = bench.phase("tuning", tuning, mode, jobs)
+    bench.restore([t for ts in tuning.values() for t in ts])
+    while True:
+        selections = bench.select_all(tuning)
+        seeds = bench.seed_trials(selections)
+        phases = {"tuning": tuning, "seeds": {k: ts[1:] for k, ts in seeds.items()}}
+        ran = bench.step(phases, mode, jobs)
+        if mode != "run" or not ran:
+            break  # a run: the models whose tuning just finished have seeds to run now
+    tuning_left = sum(len(bench.pending(ts)[0]) for ts in tuning.values())
+    left = tuning_left + sum(len(bench.pending(ts)[0]) for ts in phases["seeds"].values())
     if left:
-        return Outcome("pending", "tuning", left)
-    selections = bench.select_all(tuning)
-    seeds = bench.seed_trials(selections)
-    left = bench.phase("seeds", {k: ts[1:] for k, ts in seeds.items()}, mode, jobs)
-    if left:
-        return Outcome("pending", "seeds", left)
+        return Outcome("pending", "tuning" if tuning_left else "seeds", left)
     if mode != "run":
         atomic_write_text(bench.root / PLAN_FILE, "")  # nothing left to schedule
     if mode == "plan":
