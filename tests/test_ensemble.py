@@ -155,3 +155,17 @@ def test_compare_and_evaluate_take_an_ensemble_run(runs, tmp_path, capsys):
     assert cli(["compare", ens, runs["sasrec"], "--split", "test", "--output_dir", str(tmp_path / "rep")]) == 0
     rows = json.loads((tmp_path / "rep" / "compare.json").read_text())["runs"]
     assert {r["kind"] for r in rows} == {"ensemble", "baseline"}
+
+
+def test_a_beam_members_floor_keeps_its_beam_first_and_the_rest_in_the_other_members_order():
+    """combine with a semantic-ID member (beam items scored, the rest at BEAM_FLOOR): beam items first, re-ranked by
+    the weighted sum; the items outside the beam ordered by the dense member, not tied at the floor."""
+    from llmrec.decoding import beam_score_matrix
+    from llmrec.ensemble import combine
+
+    beam = beam_score_matrix([[3, 1], [0]], [[-0.5, -2.0], [-1.0]], 6)  # user 0 beam {3, 1}; user 1 beam {0}
+    dense = torch.tensor([[0.0, 4.0, 1.0, 0.0, 3.0, 2.0], [5.0, 0.0, 1.0, 2.0, 3.0, 4.0]])
+    got = combine([beam, dense], [1.0, 0.5])
+    assert got[0].argsort(descending=True).tolist() == [1, 3, 4, 5, 2, 0]  # 1: -2 + 2 > 3: -0.5 + 0; then 4, 5, 2, 0
+    assert got[1].argsort(descending=True).tolist() == [0, 5, 4, 3, 2, 1]
+    assert torch.equal(combine([dense, 2 * dense], [1.0, 0.5]), dense + dense)  # no floor: the plain weighted sum

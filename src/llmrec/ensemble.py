@@ -212,14 +212,38 @@ class EnsembleRecommender:
 
 
 def combine(parts: Sequence, weights: Sequence[float]):
-    """``sum_m weights[m] * parts[m]`` over the members with a non-zero weight (``[B, N]``)."""
-    out = None
+    """``sum_m weights[m] * parts[m]`` over the members with a non-zero weight (``[B, N]``), with beams kept.
+
+    A semantic-ID member scores only its beam items and gives every other item ``BEAM_FLOOR``
+    (``llmrec.decoding.beam_score_matrix``). Summed as it is, that floor would swamp the other members, so every item
+    outside the beams would tie. Instead, an item's tier is the number of such members whose beam holds it: items
+    rank by tier first, then by the weighted sum in which a floor entry counts 0. So the beam items stay first,
+    re-ranked by the sum, and the other items follow in the other members' order. Without a floor entry the result
+    is the plain weighted sum.
+    """
+    import torch
+
+    from llmrec.decoding import BEAM_FLOOR
+
+    out, tier = None, None
     for part, w in zip(parts, weights):
-        if w:
-            out = w * part if out is None else out.add(part, alpha=w)
+        if not w:
+            continue
+        outside = (part <= BEAM_FLOOR) & part.isfinite()
+        if outside.any():
+            part = part.masked_fill(outside, 0.0)
+            inside = (~outside).to(part.dtype)
+            tier = inside if tier is None else tier + inside
+        out = w * part if out is None else out.add(part, alpha=w)
     if out is None:
         raise ValueError("combine: every weight is zero")
-    return out
+    if tier is None:
+        return out
+    finite = out.isfinite()
+    hi = out.masked_fill(~finite, float("-inf")).amax(dim=1, keepdim=True)
+    lo = out.masked_fill(~finite, float("inf")).amin(dim=1, keepdim=True)
+    span = torch.nan_to_num(hi - lo, nan=0.0, posinf=0.0, neginf=0.0).clamp(min=0.0) + 1.0  # [B, 1]
+    return out + tier * span  # one tier step outweighs the row's whole range of sums
 
 
 def member_record(run: str | os.PathLike, ensemble_dir: str | os.PathLike, weight: float, options: dict) -> dict:
