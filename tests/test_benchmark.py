@@ -202,6 +202,19 @@ def test_progress_names_each_models_validation_leader(smoke, direct):
         assert row.split("|")[3].strip() == str(len(trials))  # finished
 
 
+def test_longest_expected_trials_come_first(smoke, direct):
+    from llmrec.benchmark.progress import longest_first, wall_seconds
+    from llmrec.benchmark.runner import Benchmark
+
+    bench = Benchmark(load_suite(SMOKE), smoke / "direct", log=lambda *_: None)
+    trials = [t for ts in bench.tuning_trials().values() for t in ts]
+    mean = {m: np.mean([wall_seconds(t) for t in trials if t.model == m]) for m in {t.model for t in trials}}
+    ordered = [t for t, _ in longest_first([(t, False) for t in trials], trials)]
+    assert [mean[t.model] for t in ordered] == sorted((mean[t.model] for t in trials), reverse=True)
+    unknown = longest_first([(t, False) for t in trials], [t for t in trials if t.model != "pop"])
+    assert unknown[0][0].model == "pop"  # a model with no finished trial yet counts as the longest
+
+
 def test_records_carry_finished_trials_to_a_new_directory(smoke, direct):
     """Export every trial of a finished benchmark, then rebuild the same report elsewhere from the records alone."""
     from llmrec.evaluation import metrics_from_ranks

@@ -17,6 +17,23 @@ from llmrec.benchmark.trials import Trial, state
 from llmrec.files import read_json
 
 
+def wall_seconds(trial: Trial) -> float:
+    """A finished trial's wall time from its ``metrics.json`` (0 when not recorded)."""
+    train = read_json(trial.run_dir / "metrics.json").get("train") or {}
+    return float(train.get("wall_time_s") or train.get("train_time_s") or 0.0)
+
+
+def longest_first(todo: list, finished: list[Trial]) -> list:
+    """``todo`` (``(trial, resume)`` pairs) with the longest expected trials first, so N parallel jobs end together:
+    a trial is expected to take the mean wall time of its model's ``finished`` trials on its data set; a model
+    with none yet counts as the longest. Equal expectations keep their order."""
+    times: dict[tuple[str, str], list[float]] = {}
+    for t in finished:
+        times.setdefault((t.data, t.model), []).append(wall_seconds(t))
+    means = {k: sum(v) / len(v) for k, v in times.items()}
+    return sorted(todo, key=lambda p: -means.get((p[0].data, p[0].model), float("inf")))
+
+
 def _row(trials: list[Trial], dataset: Dataset, metric: str) -> dict:
     """Counts, the validation leader and the mean training time of one model's trials on one data set."""
     counts = {"done": 0, "interrupted": 0, "missing": 0}
@@ -32,8 +49,7 @@ def _row(trials: list[Trial], dataset: Dataset, metric: str) -> dict:
         selectable = full_validation_problem(valid, dataset) is None and isinstance(value, (int, float))
         if selectable and (best is None or value > best[0]):  # ties: the lower trial number, as in selection
             best = (float(value), t.name)
-        train = read_json(t.run_dir / "metrics.json").get("train") or {}
-        secs.append(float(train.get("wall_time_s") or train.get("train_time_s") or 0.0))
+        secs.append(wall_seconds(t))
     return {**counts, "best": best, "mean_s": sum(secs) / len(secs) if secs else None, "waiting": waiting}
 
 

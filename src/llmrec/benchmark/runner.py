@@ -13,7 +13,8 @@ Modes:
              report. Finished trials are skipped, interrupted ones resumed, so running it again continues where it
              stopped.
     plan     write ``DIR/plan.txt``: one shell command per pending trial that can run now, the tuning trials and the
-             seeds of the models already selected (interrupted ones with ``--resume true``); nothing runs. An existing
+             seeds of the models already selected (interrupted ones with ``--resume true``), the longest expected
+             first (``llmrec.benchmark.progress.longest_first``, as ``run`` orders them); nothing runs. An existing
              scheduler runs the lines.
     collect  as plan while a trial is pending (returns ``pending``); when every trial is finished, write
              ``DIR/report.{json,md,png}``.
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from llmrec.benchmark.datasets import Dataset, load_datasets
 from llmrec.benchmark.execute import Progress, run_trials
-from llmrec.benchmark.progress import progress_markdown
+from llmrec.benchmark.progress import longest_first, progress_markdown
 from llmrec.benchmark.records import export_record, portable, restore_record, restored_from
 from llmrec.benchmark.report import REPORT_FORMAT, dataset_block, protocol_block
 from llmrec.benchmark.search import search_points
@@ -153,6 +154,7 @@ class Benchmark:
         self.restore(trials)
         self.export(trials)  # trials finished by a scheduler, or before a call with --records
         todo, done = self.pending(trials)
+        todo = longest_first(todo, [t for t in trials if state(t, self.datasets[t.data].fingerprint) == "done"])
         if todo and mode == "run":
             self.log(f"[benchmark] {len(trials)} trial(s) ready, {done} finished before, {len(todo)} to run")
             on_done = (lambda t: self.export([t])) if self.records else None
