@@ -18,7 +18,8 @@ from llmrec.files import read_json
 
 
 def wall_seconds(trial: Trial) -> float:
-    """A finished trial's wall time from its ``metrics.json`` (0 when not recorded)."""
+    """A finished trial's wall time from its ``metrics.json`` ``train`` entry; its training time where the run
+    recorded no wall time (LLM runs before 2026-12-07: validations not counted), 0 when neither is there."""
     train = read_json(trial.run_dir / "metrics.json").get("train") or {}
     return float(train.get("wall_time_s") or train.get("train_time_s") or 0.0)
 

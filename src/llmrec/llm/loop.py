@@ -78,8 +78,10 @@ class LoopState:
 class Trainer:
     """One training run (see the module docstring); ``run()`` returns the ``metrics.json`` content."""
 
-    def __init__(self, cfg: TrainConfig, acc: Accelerator, data: PreparedData, built: BuiltModel, resume: bool):
+    def __init__(self, cfg: TrainConfig, acc: Accelerator, data: PreparedData, built: BuiltModel, resume: bool,
+                 started: float | None = None):  # fmt: skip
         self.cfg, self.acc, self.data, self.built = cfg, acc, data, built
+        self.started = time.perf_counter() if started is None else started  # this process's start, for wall_time_s
         self.run_dir = Path(cfg.output_dir)
         tok = built.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -259,6 +261,7 @@ class Trainer:
                                protocol_note=rec.protocol_note, return_ranks=every)  # fmt: skip
                 res = write_test_ranks(self.run_dir, info, res) if every else res
                 result["test"] = {**res, "users_per_s": res["num_users"] / max(res["wall_time_s"], 1e-9)}
+            train["wall_time_s"] = round(time.perf_counter() - self.started, 2)  # this process: build, train, evals
             result = write_metrics(self.run_dir, info, **result)
         acc.wait_for_everyone()
         return result
@@ -281,6 +284,7 @@ def train(cfg: TrainConfig, sids: SemanticIds | None = None) -> dict:
 
     ``sids``: precomputed semantic IDs for ``--item_ids semantic`` (see ``build_model``); ``None``: from ``cfg``.
     """
+    started = time.perf_counter()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg)
@@ -291,6 +295,6 @@ def train(cfg: TrainConfig, sids: SemanticIds | None = None) -> dict:
         sids = resumed_codes(cfg, Path(cfg.output_dir))  # the run's own codes, not clustered again
     built = build_model(cfg, data, sids=sids)
     resume = apply_plan(cfg, acc, plan)
-    result = Trainer(cfg, acc, data, built, resume).run()
+    result = Trainer(cfg, acc, data, built, resume, started).run()
     acc.end_training()
     return result
