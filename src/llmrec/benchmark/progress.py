@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 
 from llmrec.benchmark.datasets import Dataset
-from llmrec.benchmark.select import full_validation_problem, validation_entry
+from llmrec.benchmark.select import select
 from llmrec.benchmark.trials import Trial, state
+from llmrec.config import ConfigError
 from llmrec.files import read_json
 
 
@@ -36,21 +37,25 @@ def longest_first(todo: list, finished: list[Trial]) -> list:
 
 
 def _row(trials: list[Trial], dataset: Dataset, metric: str) -> dict:
-    """Counts, the validation leader and the mean training time of one model's trials on one data set."""
+    """Counts, the validation leader (by the selection's own rule) and the mean wall time of one model's trials on
+    one data set."""
     counts = {"done": 0, "interrupted": 0, "missing": 0}
-    best, secs, waiting = None, [], []
+    done, waiting = [], []
     for t in trials:
         s = state(t, dataset.fingerprint)
         counts[s] += 1
-        if s != "done":
+        if s == "done":
+            done.append(t)
+        else:
             waiting.append(t.name)
-            continue
-        valid = validation_entry(t)
-        value = valid["metrics"].get(metric)
-        selectable = full_validation_problem(valid, dataset) is None and isinstance(value, (int, float))
-        if selectable and (best is None or value > best[0]):  # ties: the lower trial number, as in selection
-            best = (float(value), t.name)
-        secs.append(wall_seconds(t))
+    best = None
+    if done:
+        try:
+            sel = select(done, dataset, metric)
+            best = (sel.scores[sel.selected.name], sel.selected.name)
+        except ConfigError:  # every finished trial is flagged (not validated on the full split)
+            pass
+    secs = [wall_seconds(t) for t in done]
     return {**counts, "best": best, "mean_s": sum(secs) / len(secs) if secs else None, "waiting": waiting}
 
 

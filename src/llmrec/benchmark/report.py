@@ -29,7 +29,7 @@ import numpy as np
 
 from llmrec.benchmark.datasets import Dataset
 from llmrec.benchmark.select import Selection
-from llmrec.benchmark.suite import ModelSpec, Suite
+from llmrec.benchmark.suite import ModelSpec, Suite, model_budget
 from llmrec.benchmark.trials import Trial
 from llmrec.errors import DataError
 from llmrec.evaluation import metrics_from_ranks, paired_bootstrap, users_digest
@@ -260,8 +260,6 @@ def _budget(suite: Suite) -> str:
     """The budget rule as run: the suite's trials, and any LLM that lowered its own."""
     if not suite.trials:
         return "no tuned model"
-    lower = [
-        f"{m.name} {m.trials}" for m in suite.models if m.tuned and m.trials is not None and m.trials < suite.trials
-    ]
+    lower = [f"{m.name} {m.trials}" for m in suite.models if m.tuned and model_budget(suite.trials, m) < suite.trials]
     text = f"{suite.trials} validation trials per tuned model, counting prior_trials"
     return text + (f"; fewer for the LLM(s) ({', '.join(lower)}): no baseline gets fewer than an LLM" if lower else "")

@@ -120,13 +120,13 @@ class Benchmark:
         ds = self.datasets
         return sum(bool(action(t, ds[t.data])) for t in trials if state(t, ds[t.data].fingerprint) == wanted)
 
-    def pending(self, trials: list[Trial]) -> tuple[list[tuple[Trial, bool]], int]:
-        """The unfinished trials as ``(trial, resume)``, and how many are finished."""
-        todo, done = [], 0
+    def pending(self, trials: list[Trial]) -> tuple[list[tuple[Trial, bool]], list[Trial]]:
+        """The unfinished trials as ``(trial, resume)``, and the finished ones."""
+        todo, done = [], []
         for t in trials:
             s = state(t, self.datasets[t.data].fingerprint)
             if s == "done":
-                done += 1
+                done.append(t)
             else:
                 todo.append((t, s == "interrupted"))
         return todo, done
@@ -153,8 +153,8 @@ class Benchmark:
         trials = [t for groups in phases.values() for ts in groups.values() for t in ts]
         self.restore(trials)
         self.export(trials)  # trials finished by a scheduler, or before a call with --records
-        todo, done = self.pending(trials)
-        todo = longest_first(todo, [t for t in trials if state(t, self.datasets[t.data].fingerprint) == "done"])
+        todo, finished = self.pending(trials)
+        todo, done = longest_first(todo, finished), len(finished)
         if todo and mode == "run":
             self.log(f"[benchmark] {len(trials)} trial(s) ready, {done} finished before, {len(todo)} to run")
             on_done = (lambda t: self.export([t])) if self.records else None
