@@ -401,6 +401,47 @@ def test_jobs_runs_single_thread_subprocesses(tmp_path):
         assert "--num_threads 1" in log.splitlines()[0]
 
 
+def test_a_stop_file_or_a_time_limit_drains_a_run_and_the_same_command_continues(tmp_path, capsys):
+    from llmrec.cli import main
+
+    models = [{"name": f"pop{i}", "kind": "baseline", "config": str(REPO / "configs/pop_beauty.yaml")} for i in (1, 2)]
+    path, out = _write_suite(tmp_path, models=models, trials=None), tmp_path / "out"
+    assert run_benchmark(load_suite(path), out, mode="plan").status == "pending"
+    (out / "STOP").touch()  # e.g. while a run is going
+    logs = []
+    outcome = run_benchmark(load_suite(path), out, jobs=2, log=logs.append)
+    assert (outcome.status, outcome.pending) == ("pending", 2) and not (out / "trials").exists()
+    assert any("stopped: 2 trial(s) not started" in line and "STOP exists" in line for line in logs)
+    argv = ["benchmark", "--suite", str(path), "--output_dir", str(out)]
+    assert main(argv) == 1  # a drained run exits 1: trials are left
+    (out / "STOP").unlink()
+    assert main([*argv, "--time_limit_h", "1e-9"]) == 1  # in-process path: the limit is past before the first trial
+    assert "time limit" in capsys.readouterr().out and not (out / "trials").exists()
+    assert main([*argv, "--jobs", "2", "--time_limit_h", "1"]) == 0  # enough time: every trial, then the report
+    assert (out / "report.json").is_file()
+    assert main([*argv, "--plan", "true", "--time_limit_h", "1"]) == 2
+    assert "time_limit_h: --plan and --collect run no trial" in capsys.readouterr().err
+
+
+def test_the_gate_refuses_a_trial_expected_to_end_past_the_limit(tmp_path):
+    from llmrec.benchmark.execute import Gate
+
+    now = [0.0]
+    gate = Gate(tmp_path / "STOP", limit_s=100.0, clock=lambda: now[0])
+    slow, fast, new = (Trial("toy", m, "baseline", "t000", 0, {}, {}, tmp_path / m) for m in ("slow", "fast", "new"))
+    gate.expected = {("toy", "slow"): 80.0, ("toy", "fast"): 10.0}
+    assert gate.refusal(slow) is None  # 0 + 80 <= 100
+    now[0] = 30.0
+    assert "time limit" in gate.refusal(slow)  # 30 + 80 > 100
+    assert gate.refusal(fast) is None and gate.refusal(new) is None  # a model without an expectation starts
+    now[0] = 100.0
+    assert gate.refusal(new) is not None  # no time left at all
+    unlimited = Gate(tmp_path / "STOP", clock=lambda: now[0])
+    assert unlimited.refusal(slow) is None
+    (tmp_path / "STOP").touch()
+    assert "STOP exists" in unlimited.refusal(slow)
+
+
 @pytest.mark.parametrize("name", ["beauty", "ml-1m", "sports"])
 def test_shipped_suites_never_give_a_baseline_fewer_trials_than_the_llm(monkeypatch, name):
     monkeypatch.chdir(REPO)

@@ -25,14 +25,20 @@ def wall_seconds(trial: Trial) -> float:
     return float(train.get("wall_time_s") or train.get("train_time_s") or 0.0)
 
 
-def longest_first(todo: list, finished: list[Trial]) -> list:
-    """``todo`` (``(trial, resume)`` pairs) with the longest expected trials first, so N parallel jobs end together:
-    a trial is expected to take the mean wall time of its model's ``finished`` trials on its data set; a model
-    with none yet counts as the longest. Equal expectations keep their order."""
+def expected_seconds(finished: list[Trial]) -> dict[tuple[str, str], float]:
+    """``(data, model) -> mean wall time`` of the ``finished`` trials: what a further trial of it is expected to
+    take. A model with no finished trial on a data set has no entry."""
     times: dict[tuple[str, str], list[float]] = {}
     for t in finished:
         times.setdefault((t.data, t.model), []).append(wall_seconds(t))
-    means = {k: sum(v) / len(v) for k, v in times.items()}
+    return {k: sum(v) / len(v) for k, v in times.items()}
+
+
+def longest_first(todo: list, finished: list[Trial]) -> list:
+    """``todo`` (``(trial, resume)`` pairs) with the longest expected trials first (``expected_seconds``), so N
+    parallel jobs end together; a model with no finished trial counts as the longest. Equal expectations keep their
+    order."""
+    means = expected_seconds(finished)
     return sorted(todo, key=lambda p: -means.get((p[0].data, p[0].model), float("inf")))
 
 

@@ -11,7 +11,8 @@ Modes:
     run      run every pending trial whose selection is known (``jobs`` 0: in this process; N: N single-thread
              subprocesses), select the models whose tuning just finished, run their seeds, and so on; then write the
              report. Finished trials are skipped, interrupted ones resumed, so running it again continues where it
-             stopped.
+             stopped. ``time_limit_h`` or a file ``DIR/STOP`` drains it: no further trial starts, the running ones
+             finish (``llmrec.benchmark.execute.Gate``), and the call returns ``pending``.
     plan     write ``DIR/plan.txt``: one shell command per pending trial that can run now, the tuning trials and the
              seeds of the models already selected (interrupted ones with ``--resume true``), the longest expected
              first (``llmrec.benchmark.progress.longest_first``, as ``run`` orders them); nothing runs. An existing
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmrec.benchmark.datasets import Dataset, load_datasets
-from llmrec.benchmark.execute import Progress, run_trials
-from llmrec.benchmark.progress import longest_first, progress_markdown
+from llmrec.benchmark.execute import STOP_FILE, Gate, Progress, run_trials
+from llmrec.benchmark.progress import expected_seconds, longest_first, progress_markdown
 from llmrec.benchmark.records import export_record, portable, restore_record, restored_from
 from llmrec.benchmark.report import REPORT_FORMAT, dataset_block, protocol_block
 from llmrec.benchmark.search import search_points
@@ -75,8 +76,10 @@ class Benchmark:
     """A suite bound to its directory: its data sets, trials, selection and report."""
 
     def __init__(self, suite: Suite, root: str | Path, log=print, records: str | Path | None = None,
-                 device: str = "cpu"):  # fmt: skip
+                 device: str = "cpu", time_limit_h: float = 0.0):  # fmt: skip
         self.suite, self.root, self.log, self.device = suite, Path(root), log, device
+        self.gate = Gate(self.root / STOP_FILE, time_limit_h * 3600)
+        self.stopped = False  # the gate refused a trial: this call starts no more
         self.records = Path(records) if records else None
         self._announced: set[tuple[str, str]] = set()  # selections already logged
         self.points = {m.name: search_points(suite, m) for m in suite.models}  # suite errors before any write
@@ -158,7 +161,9 @@ class Benchmark:
         if todo and mode == "run":
             self.log(f"[benchmark] {len(trials)} trial(s) ready, {done} finished before, {len(todo)} to run")
             on_done = (lambda t: self.export([t])) if self.records else None
-            run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root, on_done)
+            self.gate.expected = expected_seconds(finished)
+            refused = run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root, on_done, self.gate)
+            self.stopped = self.stopped or refused > 0
         text = progress_markdown(self.suite.name, phases, self.datasets, self.suite.metric)
         atomic_write_text(self.root / PROGRESS_FILE, text)
         if todo and mode != "run":
@@ -235,9 +240,10 @@ def write_report(report: dict, root: Path) -> list[Path]:
 
 
 def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int = 0, device: str = "cpu",
-                  log=print, records: str | Path | None = None) -> Outcome:  # fmt: skip
+                  log=print, records: str | Path | None = None, time_limit_h: float = 0.0) -> Outcome:  # fmt: skip
     """Run, plan or collect ``suite`` in ``root`` (see the module docstring); ``records``: a trial-record directory
-    (``llmrec.benchmark.records``) that finished trials are exported to and missing ones restored from.
+    (``llmrec.benchmark.records``) that finished trials are exported to and missing ones restored from;
+    ``time_limit_h`` (mode run, 0: none): hours after which no further trial starts.
 
     Raises:
         ConfigError: a bad suite, a refused directory, or a trial directory that holds something else.
@@ -245,7 +251,7 @@ def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int =
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    bench = Benchmark(suite, root, log, records, device)
+    bench = Benchmark(suite, root, log, records, device, time_limit_h)
     tuning = bench.tuning_trials()
     bench.restore([t for ts in tuning.values() for t in ts])
     while True:
@@ -253,7 +259,7 @@ def run_benchmark(suite: Suite, root: str | Path, mode: str = "run", jobs: int =
         seeds = bench.seed_trials(selections)
         phases = {"tuning": tuning, "seeds": {k: ts[1:] for k, ts in seeds.items()}}
         ran = bench.step(phases, mode, jobs)
-        if mode != "run" or not ran:
+        if mode != "run" or not ran or bench.stopped:
             break  # a run: the models whose tuning just finished have seeds to run now
     tuning_left = sum(len(bench.pending(ts)[0]) for ts in tuning.values())
     left = tuning_left + sum(len(bench.pending(ts)[0]) for ts in phases["seeds"].values())

@@ -7,6 +7,8 @@ paired bootstrap of the best LLM against the best baseline (``llmrec.benchmark``
 
     llmrec benchmark --suite S --output_dir DIR                 # run everything here, one trial at a time
     llmrec benchmark --suite S --output_dir DIR --jobs 4        # 4 single-thread trial processes at a time
+    llmrec benchmark ... --jobs 4 --time_limit_h 23             # start no trial that would end after 23 h
+    touch DIR/STOP                                              # drain a running call: no further trial starts
     llmrec benchmark --suite S --output_dir DIR --plan true     # DIR/plan.txt: one command per tuning trial
     llmrec benchmark --suite S --output_dir DIR --collect true  # seed-phase plan, then (once run) the report
     llmrec benchmark --suite S --output_dir DIR --records REC   # also export finished trials to REC / restore them
@@ -17,8 +19,8 @@ paired bootstrap of the best LLM against the best baseline (``llmrec.benchmark``
 ``<!-- benchmark:end -->`` block of ``--files`` from the committed report it names (``llmrec.benchmark.blocks``).
 
 Exit codes: 0 done (report written, or with --plan the plan written, or with --render the blocks up to date); 1
-with --collect when trials are still missing (DIR/plan.txt lists them), or with --render --check when a block
-differs; 2 a user error (one line).
+when trials are still missing: with --collect (DIR/plan.txt lists them), or a run drained by --time_limit_h or
+DIR/STOP (the same command continues it); 1 with --render --check when a block differs; 2 a user error (one line).
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ class BenchmarkConfig:
         default=0,
         metadata={"help": "0: run trials one at a time in this process; N: N single-thread subprocesses at a time."},
     )
+    time_limit_h: float = field(
+        default=0.0,
+        metadata={
+            "help": "Hours: after them no further trial starts, nor one expected (its model's mean wall time so far) "
+            "to end past them; running trials finish, and the call exits 1 with trials left. 0: no limit. A file "
+            "DIR/STOP has the same effect at once."
+        },
+    )
     device: str = field(default="cpu", metadata={"help": "Device for re-scoring the seed runs' test users."})
     records: str = field(
         default="",
@@ -82,7 +92,9 @@ class BenchmarkConfig:
             raise ConfigError("check: only with --render")
         if self.render:
             given = [
-                f"--{n}" for n in ("suite", "output_dir", "plan", "collect", "jobs", "records") if getattr(self, n)
+                f"--{n}"
+                for n in ("suite", "output_dir", "plan", "collect", "jobs", "records", "time_limit_h")
+                if getattr(self, n)
             ]
             if given:
                 raise ConfigError(f"render: --render re-renders committed reports only; drop {', '.join(given)}")
@@ -97,6 +109,10 @@ class BenchmarkConfig:
             raise ConfigError(f"jobs: must be >= 0, got {self.jobs}")
         if self.jobs and (self.plan or self.collect):
             raise ConfigError("jobs: --plan and --collect run no trial; drop --jobs")
+        if self.time_limit_h < 0:
+            raise ConfigError(f"time_limit_h: must be >= 0 hours (0: no limit), got {self.time_limit_h}")
+        if self.time_limit_h and (self.plan or self.collect):
+            raise ConfigError("time_limit_h: --plan and --collect run no trial; drop --time_limit_h")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device: must be 'cpu' or 'cuda', got {self.device!r}")
 
@@ -113,7 +129,13 @@ def main(argv: list[str]) -> int:
 
     mode = "plan" if cfg.plan else "collect" if cfg.collect else "run"
     outcome = run_benchmark(
-        load_suite(cfg.suite), cfg.output_dir, mode=mode, jobs=cfg.jobs, device=cfg.device, records=cfg.records or None
+        load_suite(cfg.suite),
+        cfg.output_dir,
+        mode=mode,
+        jobs=cfg.jobs,
+        device=cfg.device,
+        records=cfg.records or None,
+        time_limit_h=cfg.time_limit_h,
     )
     if outcome.report is not None:
         for block in outcome.report["datasets"]:
@@ -122,4 +144,4 @@ def main(argv: list[str]) -> int:
                 b = boot[boot["verdict_metric"]]
                 print(f"{block['name']}: {boot['llm']} vs {boot['baseline']}: {boot['verdict_metric']} "
                       f"{b['diff']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] -> {boot['verdict']}")  # fmt: skip
-    return 1 if mode == "collect" and outcome.status == "pending" else 0
+    return 1 if outcome.status == "pending" and mode != "plan" else 0
