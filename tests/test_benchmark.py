@@ -202,6 +202,20 @@ def test_progress_names_each_models_validation_leader(smoke, direct):
         assert row.split("|")[3].strip() == str(len(trials))  # finished
 
 
+def test_progress_names_the_machines_the_trials_ran_on(smoke, direct, tmp_path):
+    from llmrec.benchmark.progress import machines_line
+    from llmrec.machine import machine, machine_name
+
+    text = (smoke / "direct" / "progress.md").read_text()
+    here = machine_name(machine())
+    # 5 tuning trials + one more seed of each of the 3 models, every one run here
+    assert text.rstrip().splitlines()[-1] == f"Machines of the 8 finished trial(s): {here}: 8."
+    trial = Trial("toy", "x", "baseline", "t000", 0, {}, {}, tmp_path / "old")
+    trial.run_dir.mkdir()
+    (trial.run_dir / "run.json").write_text(json.dumps({"kind": "baseline"}))  # a run from before run.json named it
+    assert machines_line([trial]) == "Machines of the 1 finished trial(s): not recorded: 1."
+
+
 def test_longest_expected_trials_come_first(smoke, direct):
     from llmrec.benchmark.progress import longest_first, wall_seconds
     from llmrec.benchmark.runner import Benchmark

@@ -30,6 +30,7 @@ import llmrec
 from llmrec.config import ConfigError
 from llmrec.data import Catalog, DataError, PreparedData, load_catalog, load_prepared, save_catalog
 from llmrec.files import atomic_write_json, read_json
+from llmrec.machine import machine
 
 RUN_FORMAT = 2
 RANKS_FILE, RANKS_META = "test_ranks.npy", "test_ranks.json"
@@ -62,6 +63,7 @@ def write_run_info(run_dir: str | os.PathLike, kind: str, model: str, data: Prep
         "model": model,
         "llmrec_version": llmrec.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
         "data": data_record(data, data_path),
         **extra,
     }

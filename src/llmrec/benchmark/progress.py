@@ -3,19 +3,23 @@
 One row per (data set, model) of the current phase: trials finished / interrupted / not started, the best
 FULL-validation value of the suite's metric so far and its trial (validation only: nothing here reads a test
 result), and the mean wall time of the finished trials (training and validations; a resumed trial counts its last
-process only). Trials are named, never given with a local path, so the
-file can be committed beside a suite's records.
+process only). A last line names the machines the finished trials ran on. Trials are named, never given with a
+local path, so the file can be committed beside a suite's records.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from pathlib import Path
 
 from llmrec.benchmark.datasets import Dataset
+from llmrec.benchmark.records import record_paths, restored_from
 from llmrec.benchmark.select import select
 from llmrec.benchmark.trials import Trial, state
 from llmrec.config import ConfigError
 from llmrec.files import read_json
+from llmrec.machine import machine_name
 
 
 def wall_seconds(trial: Trial) -> float:
@@ -23,6 +27,26 @@ def wall_seconds(trial: Trial) -> float:
     recorded no wall time (LLM runs before 2026-12-07: validations not counted), 0 when neither is there."""
     train = read_json(trial.run_dir / "metrics.json").get("train") or {}
     return float(train.get("wall_time_s") or train.get("train_time_s") or 0.0)
+
+
+def machine_of(trial: Trial, records: Path | None = None) -> dict | None:
+    """The machine a finished trial ran on: its ``run.json`` ``machine`` (runs since 2026-12-07), else the machine
+    that exported its record (restored trials, or ``records`` holding one), else ``None``."""
+    found = read_json(trial.run_dir / "run.json").get("machine")
+    mark = restored_from(trial)
+    if not found and mark:
+        found = mark["exported"].get("machine")
+    if not found and records is not None:
+        path = record_paths(records, trial)[0]
+        found = read_json(path)["exported"].get("machine") if path.is_file() else None
+    return found
+
+
+def machines_line(trials: list[Trial], records: Path | None = None) -> str:
+    """``Machines of the N finished trial(s): A (n), B (m).`` for the finished ``trials``."""
+    counts = Counter(machine_name(m) if (m := machine_of(t, records)) else "not recorded" for t in trials)
+    shown = ", ".join(f"{name}: {n}" for name, n in counts.most_common())
+    return f"Machines of the {len(trials)} finished trial(s): {shown or 'none yet'}."
 
 
 def expected_seconds(finished: list[Trial]) -> dict[tuple[str, str], float]:
@@ -70,8 +94,9 @@ def _minutes(seconds: float | None) -> str:
 
 
 def progress_markdown(suite_name: str, phases: dict[str, dict[tuple[str, str], list[Trial]]],
-                      datasets: dict[str, Dataset], metric: str) -> str:  # fmt: skip
-    """The Markdown of ``progress.md``: one table per phase (phase name -> ``(data, model) -> trials``)."""
+                      datasets: dict[str, Dataset], metric: str, machines: str = "") -> str:  # fmt: skip
+    """The Markdown of ``progress.md``: one table per phase (phase name -> ``(data, model) -> trials``), then
+    ``machines`` (``machines_line``) when given."""
     lines = [
         f"# Benchmark `{suite_name}`: progress",
         "",
@@ -102,4 +127,6 @@ def progress_markdown(suite_name: str, phases: dict[str, dict[tuple[str, str], l
         lines += ["", f"{done} of {total} trial(s) of the {phase} phase finished."]
     if waiting:
         lines += ["", "Not finished (an interrupted trial resumes from its last checkpoint):", "", *waiting]
+    if machines:
+        lines += ["", machines]
     return "\n".join(lines) + "\n"

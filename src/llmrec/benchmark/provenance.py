@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import subprocess
 import time
 from pathlib import Path
 
 import llmrec
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict:
-    """CPU model, cores (all and usable by this process), GPUs, OS, Python and torch versions."""
-    import torch
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpus = (
-        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    )
-    return {
-        "cpu": _cpu_name(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "gpus": gpus,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+from llmrec.machine import machine
 
 
 def _git(*args: str) -> str | None:

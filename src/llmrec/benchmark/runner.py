@@ -33,7 +33,7 @@ from pathlib import Path
 
 from llmrec.benchmark.datasets import Dataset, load_datasets
 from llmrec.benchmark.execute import STOP_FILE, Gate, Progress, run_trials
-from llmrec.benchmark.progress import expected_seconds, longest_first, progress_markdown
+from llmrec.benchmark.progress import expected_seconds, longest_first, machines_line, progress_markdown
 from llmrec.benchmark.records import export_record, portable, restore_record, restored_from
 from llmrec.benchmark.report import REPORT_FORMAT, dataset_block, protocol_block
 from llmrec.benchmark.search import search_points
@@ -42,6 +42,7 @@ from llmrec.benchmark.suite import Suite
 from llmrec.benchmark.trials import Trial, make_trial, state
 from llmrec.config import ConfigError
 from llmrec.files import atomic_write_json, atomic_write_text, atomic_write_with, read_json
+from llmrec.machine import machine_name
 
 PLAN_FILE = "plan.txt"
 PROGRESS_FILE = "progress.md"
@@ -164,7 +165,9 @@ class Benchmark:
             self.gate.expected = expected_seconds(finished)
             refused = run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root, on_done, self.gate)
             self.stopped = self.stopped or refused > 0
-        text = progress_markdown(self.suite.name, phases, self.datasets, self.suite.metric)
+        _, finished = self.pending(trials)
+        machines = machines_line(finished, self.records)
+        text = progress_markdown(self.suite.name, phases, self.datasets, self.suite.metric, machines)
         atomic_write_text(self.root / PROGRESS_FILE, text)
         if todo and mode != "run":
             atomic_write_text(self.root / PLAN_FILE, "".join(t.shell(resume) + "\n" for t, resume in todo))
@@ -210,7 +213,7 @@ class Benchmark:
             "trials": len(trials),
             "restored": len(marks),
             "commits": sorted({str(m["exported"].get("git_commit")) for m in marks}),
-            "machines": sorted({_machine_name(m["exported"].get("machine") or {}) for m in marks}),
+            "machines": sorted({machine_name(m["exported"].get("machine") or {}) for m in marks}),
         }
 
     def timing(self, seeds) -> dict:
@@ -222,11 +225,6 @@ class Benchmark:
             secs = [x.get("train_time_s") or x.get("wall_time_s") or 0.0 for x in times]
             out[f"{d}/{m}"] = {"runs": len(secs), "mean_train_time_s": round(sum(secs) / len(secs), 2)}
         return out
-
-
-def _machine_name(m: dict) -> str:
-    gpus = ", ".join(m.get("gpus") or []) or "no GPU"
-    return f"{m.get('cpu')} ({m.get('usable_cores')} usable cores; {gpus})"
 
 
 def write_report(report: dict, root: Path) -> list[Path]:
