@@ -226,3 +226,18 @@ def test_no_attention_module_is_a_lora_target_error():
         apply_lora(*mamba(), target_modules="all-linear")  # peft refuses out_proj/conv1d: still one line
     assert "\n" not in str(err.value)
     assert adapted_modules(apply_lora(*mamba(), target_modules="in_proj,x_proj")) == ["in_proj", "x_proj"]
+
+
+def test_importing_the_llm_keeps_bitsandbytes_cpu_kernel_warning_out_of_the_log():
+    """peft imports bitsandbytes, which logs a hub-kernel warning on AVX512-BF16 CPUs (this check bites there);
+    llmrec.llm keeps that one logger to errors."""
+    import logging
+    import subprocess
+    import sys
+
+    import llmrec.llm  # noqa: F401
+
+    code = "import logging; logging.basicConfig(); import llmrec.llm.lora, bitsandbytes"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "gemm_4bit_forward" not in out.stderr + out.stdout
+    assert logging.getLogger("bitsandbytes.backends.cpu.ops").level == logging.ERROR  # real errors still show
