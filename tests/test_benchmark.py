@@ -23,6 +23,7 @@ from llmrec.benchmark.trials import Trial
 from llmrec.config import ConfigError
 from llmrec.data import load_prepared
 from llmrec.evaluation import users_digest
+from llmrec.machine import machine, machine_name
 from test_llm_helpers import make_tiny_model_dir, make_toy_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +99,9 @@ def test_smoke_suite_runs_end_to_end_with_mean_std_and_bootstrap(smoke, direct):
     md = (out / "report.md").read_text()
     assert "±" in md and "Best LLM vs best baseline" in md and "pessimistic" in md and "test AUC" in md
     assert "test F1@10" in md and "F1@K = 2 HR@K / (K + 1)" in md  # the F1 column and how it relates to HR
+    here = machine_name(machine())
+    assert report["records"]["trial_machines"] == {here: 8}  # 5 tuning trials + 3 seed runs, all run here
+    assert f"Machines the trials ran on (from each run.json, else its record): {here}: 8." in md
 
 
 def test_second_invocation_skips_finished_trials(smoke, direct):
@@ -204,7 +208,6 @@ def test_progress_names_each_models_validation_leader(smoke, direct):
 
 def test_progress_names_the_machines_the_trials_ran_on(smoke, direct, tmp_path):
     from llmrec.benchmark.progress import machines_line
-    from llmrec.machine import machine, machine_name
 
     text = (smoke / "direct" / "progress.md").read_text()
     here = machine_name(machine())

@@ -42,10 +42,16 @@ def machine_of(trial: Trial, records: Path | None = None) -> dict | None:
     return found
 
 
-def machines_line(trials: list[Trial], records: Path | None = None) -> str:
-    """``Machines of the N finished trial(s): A (n), B (m).`` for the finished ``trials``."""
+def machine_counts(trials: list[Trial], records: Path | None = None) -> dict[str, int]:
+    """``machine name -> how many`` of the finished ``trials`` ran on it (``not recorded`` where none is known), the
+    most frequent first."""
     counts = Counter(machine_name(m) if (m := machine_of(t, records)) else "not recorded" for t in trials)
-    shown = ", ".join(f"{name}: {n}" for name, n in counts.most_common())
+    return dict(counts.most_common())
+
+
+def machines_line(trials: list[Trial], records: Path | None = None) -> str:
+    """``Machines of the N finished trial(s): A: n, B: m.`` for the finished ``trials``."""
+    shown = ", ".join(f"{name}: {n}" for name, n in machine_counts(trials, records).items())
     return f"Machines of the {len(trials)} finished trial(s): {shown or 'none yet'}."
 
 

@@ -127,6 +127,9 @@ def _provenance(report: dict) -> str:
         commits = ", ".join(c[:12] for c in rec["commits"])
         text += (f" {rec['restored']} of its {rec['trials']} trials ran in earlier calls and were restored from the "
                  f"trial records in `{rec['dir']}` (exported at commit(s) {commits}; on {'; '.join(rec['machines'])}).")  # fmt: skip
+    if rec.get("trial_machines"):
+        shown = "; ".join(f"{name}: {n}" for name, n in rec["trial_machines"].items())
+        text += f" Machines the trials ran on (from each run.json, else its record): {shown}."
     return text
 
 

@@ -33,7 +33,13 @@ from pathlib import Path
 
 from llmrec.benchmark.datasets import Dataset, load_datasets
 from llmrec.benchmark.execute import STOP_FILE, Gate, Progress, run_trials
-from llmrec.benchmark.progress import expected_seconds, longest_first, machines_line, progress_markdown
+from llmrec.benchmark.progress import (
+    expected_seconds,
+    longest_first,
+    machine_counts,
+    machines_line,
+    progress_markdown,
+)
 from llmrec.benchmark.records import export_record, portable, restore_record, restored_from
 from llmrec.benchmark.report import REPORT_FORMAT, dataset_block, protocol_block
 from llmrec.benchmark.search import search_points
@@ -165,7 +171,7 @@ class Benchmark:
             self.gate.expected = expected_seconds(finished)
             refused = run_trials(todo, Progress(len(trials), done, self.log), jobs, self.root, on_done, self.gate)
             self.stopped = self.stopped or refused > 0
-        _, finished = self.pending(trials)
+            finished = self.pending(trials)[1]  # with the trials that just ran
         machines = machines_line(finished, self.records)
         text = progress_markdown(self.suite.name, phases, self.datasets, self.suite.metric, machines)
         atomic_write_text(self.root / PROGRESS_FILE, text)
@@ -204,7 +210,8 @@ class Benchmark:
         }
 
     def records_block(self, seeds) -> dict:
-        """How many of the report's trials were restored from records, and the commits and machines behind them."""
+        """How many of the report's trials were restored from records, the commits and machines that exported them,
+        and how many of all its trials ran on each machine (``trial_machines``)."""
         trials = {t.key: t for ts in self.tuning_trials().values() for t in ts}
         trials.update({t.key: t for ts in seeds.values() for t in ts})
         marks = [m for m in (restored_from(t) for t in trials.values()) if m]
@@ -214,6 +221,7 @@ class Benchmark:
             "restored": len(marks),
             "commits": sorted({str(m["exported"].get("git_commit")) for m in marks}),
             "machines": sorted({machine_name(m["exported"].get("machine") or {}) for m in marks}),
+            "trial_machines": machine_counts(list(trials.values()), self.records),
         }
 
     def timing(self, seeds) -> dict:
