@@ -33,13 +33,13 @@ def machine_of(trial: Trial, records: Path | None = None) -> dict | None:
     """The machine a finished trial ran on: its ``run.json`` ``machine`` (runs since 2026-12-07), else the machine
     that exported its record (restored trials, or ``records`` holding one), else ``None``."""
     found = read_json(trial.run_dir / "run.json").get("machine")
+    if found:
+        return found
     mark = restored_from(trial)
-    if not found and mark:
-        found = mark["exported"].get("machine")
-    if not found and records is not None:
-        path = record_paths(records, trial)[0]
-        found = read_json(path)["exported"].get("machine") if path.is_file() else None
-    return found
+    if mark:
+        return mark["exported"].get("machine")
+    path = record_paths(records, trial)[0] if records is not None else None
+    return read_json(path)["exported"].get("machine") if path and path.is_file() else None
 
 
 def machine_counts(trials: list[Trial], records: Path | None = None) -> dict[str, int]:
