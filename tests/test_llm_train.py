@@ -232,3 +232,21 @@ def test_overwrite_refuses_a_foreign_directory_and_a_bad_data_path_keeps_the_run
     with pytest.raises(Exception, match="nosuch"):
         train(bad)
     assert os.path.exists(os.path.join(cfg.output_dir, "checkpoint", "state.json"))  # the old run is intact
+
+
+def test_a_resume_after_the_last_validation_neither_trains_nor_validates_again(paths, monkeypatch):
+    import llmrec.llm.loop as loop
+
+    kw = {"max_steps": 4, "eval_every": 2, "save_every": 3, "test_users": -1}  # validations at 2 and 4
+    cfg = parse_config(TrainConfig, _args(paths, "lastval", **kw))
+    first = train(cfg)
+    assert [e["step"] for e in first["history"]] == [2, 4]
+    os.remove(os.path.join(cfg.output_dir, "metrics.json"))  # as if killed in the final phase
+    splits = []
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: splits.append(a[2]) or real(*a, **k))
+    again = train(parse_config(TrainConfig, _args(paths, "lastval", resume=True, **{**kw, "test_users": 0})))
+    assert splits == ["test"]  # step 4's checkpoint (not step 3's, of --save_every) holds the last validation
+    assert again["history"] == first["history"] and again["valid"] == first["valid"]
+    assert again["train"]["steps"] == 4
+    assert again["test"]["num_users"] > 0

@@ -253,7 +253,9 @@ class TrainConfig:
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Prompts per forward pass when scoring."})
     patience: int = field(default=0, metadata={"help": "Stop after N validations without NDCG@10 gain (0: off)."})
-    save_every: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: at each validation)."})
+    save_every: int = field(
+        default=0, metadata={"help": "Also checkpoint every N steps (a checkpoint follows every validation; 0: only then)."}
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from output_dir/checkpoint exactly."})
     overwrite: bool = field(default=False, metadata={"help": "Replace the llmrec run in output_dir (after checks)."})
     test_users: int = field(default=0, metadata={"help": "Final test evaluation users (0: all, -1: skip)."})

@@ -3,7 +3,8 @@
 Steps: validate every input (data, template, model, LoRA targets) before the run directory is touched; build the
 model (``llmrec.llm.build``); make examples and global batches (``llmrec.llm.examples``); AdamW + schedule
 (``llmrec.llm.optim``); train; validate every ``eval_every`` steps (and after the last) with the shared evaluator
-on a fixed subsample of ``eval_users`` validation users, keeping the best adapter; checkpoint; finally test the
+on a fixed subsample of ``eval_users`` validation users, keeping the best adapter; checkpoint (every ``save_every``
+steps and after every validation); finally test the
 best adapter once, reloaded from the run directory exactly as ``llmrec evaluate`` would.
 
 Distributed: the loss of a step is the sum over the local targets divided by the global number of targets (times
@@ -185,7 +186,9 @@ class Trainer:
             self.model.eval()
             stop = self.validate()
             self.model.train()
-        if (cfg.save_every and step % cfg.save_every == 0) or (do_eval and not cfg.save_every):
+        # after every validation too: a resume never repeats one (on a large validation set it costs as much as
+        # hundreds of steps) and, after the last, goes straight to the final phase
+        if do_eval or (cfg.save_every and step % cfg.save_every == 0):
             save_checkpoint(self.acc, self.item_lm, self.optimizer, self.scheduler, asdict(self.state), self.run_dir)
         return stop
 
