@@ -254,7 +254,8 @@ class TrainConfig:
     eval_batch_size: int = field(default=64, metadata={"help": "Prompts per forward pass when scoring."})
     patience: int = field(default=0, metadata={"help": "Stop after N validations without NDCG@10 gain (0: off)."})
     save_every: int = field(
-        default=0, metadata={"help": "Also checkpoint every N steps (a checkpoint follows every validation; 0: only then)."}
+        default=0,
+        metadata={"help": "Also checkpoint every N steps (a checkpoint follows every validation; 0: only then)."},
     )
     resume: bool = field(default=False, metadata={"help": "Continue from output_dir/checkpoint exactly."})
     overwrite: bool = field(default=False, metadata={"help": "Replace the llmrec run in output_dir (after checks)."})
