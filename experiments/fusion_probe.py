@@ -43,7 +43,7 @@ def main() -> None:
     rec.texts = run_item_texts(text, data.cold_items)
     if args.knn_cold_rows:
         knn_cold_rows(rec.item_lm, rec.texts, data.cold_items, 1)
-    weight, table = select_fusion(rec, data.subsample(args.select_users, 0))
+    weight, _, table = select_fusion(rec, data.subsample(args.select_users, 0))
     out = {
         "run": args.run,
         "knn_cold_rows": args.knn_cold_rows,

@@ -126,6 +126,11 @@ def test_knn_cold_rows_fusion_selected_on_validation_and_added_items(llm):
     best = max(r["ndcg@10"] for r in sel["valid"])
     assert sel["selected"] == min(r["text_fusion"] for r in sel["valid"] if r["ndcg@10"] == best) == texts.fusion
     assert result["train"]["text_fusion"]["selected"] == texts.fusion
+    valid = read_metrics(run)["valid"]  # the tested model's validation: the best step's adapter, fused
+    chosen = next(r for r in sel["valid"] if r["text_fusion"] == sel["selected"])
+    assert valid["text_fusion"] == sel["selected"] and valid["step"] == result["history"][-1]["step"]
+    assert valid["metrics"]["ndcg@10"] == chosen["ndcg@10"] and valid["metrics"]["hr@10"] == chosen["hr@10"]
+    assert valid["num_users"] == data.num_users and ("text cosine" in valid["protocol"]) == (sel["selected"] > 0)
     rec = load_llm_run(run)
     assert rec.fusion == texts.fusion and rec.cold_rows == "knn"
     rows = row_sets(rec.item_lm)["input"].detach()
@@ -198,6 +203,8 @@ def test_semantic_fusion_selected_on_a_finished_run_reranks_the_beam(llm):
     assert [r["text_fusion"] for r in sel["valid"]] == list(FUSION_GRID)
     best = max(r["ndcg@10"] for r in sel["valid"])
     assert sel["selected"] == min(r["text_fusion"] for r in sel["valid"] if r["ndcg@10"] == best)
+    valid = read_metrics(run)["valid"]
+    assert valid["text_fusion"] == sel["selected"] and valid["metrics"]["ndcg@10"] == best
     rec = load_llm_run(run)
     assert rec.texts is not None and rec.fusion == sel["selected"]
     assert rec.texts.trained.tolist() == [i not in data.cold_items for i in range(data.num_items)]

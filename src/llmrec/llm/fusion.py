@@ -22,21 +22,22 @@ from llmrec.selection import select_on_grid
 FUSION_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
 
 
-def select_fusion(rec, valid_data, batch_size: int = 256) -> tuple[float, list[dict]]:
-    """``(the selected weight, [{"text_fusion", "ndcg@10", "hr@10"} per grid value])`` on ``valid_data``'s validation
-    split; ``rec`` is an ``LLMRecommender`` (atomic or semantic) with item texts; its ``fusion`` is set to the
-    selected weight.
+def select_fusion(rec, valid_data, batch_size: int = 256) -> tuple[float, dict, list[dict]]:
+    """``(the selected weight, the validation result with it, [{"text_fusion", "ndcg@10", "hr@10"} per grid value])``
+    on ``valid_data``'s validation split; ``rec`` is an ``LLMRecommender`` (atomic or semantic) with item texts; its
+    ``fusion`` is set to the selected weight, and the result's protocol says so (``rec.protocol_note``).
 
     The model runs once: the first grid value's pass keeps each batch's ``rec.score_parts`` (model scores and text
     similarity, ``2 * [B, N]`` float32 per batch), the other values only recombine them with ``rec.fuse``.
     """
     if rec.texts is None:
         raise ValueError("text_fusion: the run has no item texts (item_text.safetensors)")
-    best, _, table = select_on_grid(
+    best, result, table = select_on_grid(
         lambda histories, _: rec.score_parts(histories, similarity=True),
         lambda parts, w: rec.fuse(parts[0], parts[1], w),
         FUSION_GRID, valid_data, mask_history=True, batch_size=batch_size,
     )  # fmt: skip
     table = [{"text_fusion": r["value"], "ndcg@10": r["ndcg@10"], "hr@10": r["hr@10"]} for r in table]
     rec.fusion = best
-    return rec.fusion, table
+    note = rec.protocol_note
+    return rec.fusion, {**result, "protocol": f"{result['protocol']}; {note}", "scoring": note}, table

@@ -18,7 +18,8 @@ tokens their rows are written from their text before every validation and before
 (``llmrec.llm.coldrows``: the nearest warm items' rows, or the text projector, then saved with the best adapter as
 ``text_projector.safetensors``). An atomic run that keeps item texts saves them as ``item_text.safetensors``; with
 ``--text_fusion -1`` the fusion weight is selected on the validation subsample before the test
-(``llmrec.llm.fusion``).
+(``llmrec.llm.fusion``), and ``metrics.json``'s ``valid`` is then the best step's validation with that weight (the
+model that is tested); ``history`` keeps the validations during training, without fusion.
 """
 
 from __future__ import annotations
@@ -206,17 +207,18 @@ class Trainer:
         if projector is not None:
             save_projector(projector, self.run_dir)
 
-    def choose_fusion(self, train: dict):
+    def choose_fusion(self, train: dict) -> tuple:
         """``--text_fusion -1``: the best run reloaded, its fusion weight selected on the validation subsample and
-        saved; returns the recommender (None when nothing is selected)."""
+        saved; returns the recommender and its validation result with that weight (``(None, None)`` when nothing is
+        selected)."""
         if self.cfg.text_fusion != -1:
-            return None
+            return None, None
         rec = load_llm_run(self.run_dir, device=str(self.acc.device), batch_size=self.cfg.eval_batch_size)
-        weight, table = select_fusion(rec, self.valid_data)
+        weight, valid, table = select_fusion(rec, self.valid_data)
         save_item_text(run_item_texts(self.item_text, self.data.cold_items, weight), self.run_dir)
         train["text_fusion"] = {"selected": weight, "valid": table, "num_users": self.valid_data.num_users}
         self.acc.print(f"text fusion: weight {weight} selected on {self.valid_data.num_users} validation users")
-        return rec
+        return rec, valid
 
     def validate(self) -> bool:
         """Validate on the main process, keep the best adapter; returns True (on every process) to stop."""
@@ -255,7 +257,11 @@ class Trainer:
         result = {"status": "done", "valid": state.best, "test": None, "history": state.evals, "train": train}
         if acc.is_main_process:
             info = json.loads((self.run_dir / "run.json").read_text())
-            selected = self.choose_fusion(train)
+            selected, fused = self.choose_fusion(train)
+            if fused is not None:  # "valid" describes the model that is tested: the best step's, fused
+                speed = {"users_per_s": fused["num_users"] / max(fused["wall_time_s"], 1e-9)}
+                weight = {"text_fusion": train["text_fusion"]["selected"]}
+                result["valid"] = {k: state.best[k] for k in ("step", "epoch")} | fused | speed | weight
             if cfg.test_users >= 0:
                 rec = selected or load_llm_run(self.run_dir, device=str(acc.device), batch_size=cfg.eval_batch_size)
                 test_data = self.data.subsample(cfg.test_users, cfg.seed)
