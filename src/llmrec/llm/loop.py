@@ -4,8 +4,8 @@ Steps: validate every input (data, template, model, LoRA targets) before the run
 model (``llmrec.llm.build``); make examples and global batches (``llmrec.llm.examples``); AdamW + schedule
 (``llmrec.llm.optim``); train; validate every ``eval_every`` steps (and after the last) with the shared evaluator
 on a fixed subsample of ``eval_users`` validation users, keeping the best adapter; checkpoint (every ``save_every``
-steps and after every validation); finally test the
-best adapter once, reloaded from the run directory exactly as ``llmrec evaluate`` would.
+steps and after every validation); finally test the best adapter once, reloaded from the run directory exactly as
+``llmrec evaluate`` would.
 
 Distributed: the loss of a step is the sum over the local targets divided by the global number of targets (times
 the world size, because DDP averages), so a step is identical whatever the number of processes. Validation and
