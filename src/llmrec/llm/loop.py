@@ -209,8 +209,8 @@ class Trainer:
 
     def choose_fusion(self, train: dict) -> tuple:
         """``--text_fusion -1``: the best run reloaded, its fusion weight selected on the validation subsample and
-        saved; returns the recommender and its validation result with that weight (``(None, None)`` when nothing is
-        selected)."""
+        saved; returns the recommender and the ``valid`` entry of the model that is tested (the best step's, with that
+        weight); ``(None, None)`` when nothing is selected."""
         if self.cfg.text_fusion != -1:
             return None, None
         rec = load_llm_run(self.run_dir, device=str(self.acc.device), batch_size=self.cfg.eval_batch_size)
@@ -218,7 +218,8 @@ class Trainer:
         save_item_text(run_item_texts(self.item_text, self.data.cold_items, weight), self.run_dir)
         train["text_fusion"] = {"selected": weight, "valid": table, "num_users": self.valid_data.num_users}
         self.acc.print(f"text fusion: weight {weight} selected on {self.valid_data.num_users} validation users")
-        return rec, valid
+        best = {k: self.state.best[k] for k in ("step", "epoch")}
+        return rec, best | with_speed(valid) | {"text_fusion": weight}
 
     def validate(self) -> bool:
         """Validate on the main process, keep the best adapter; returns True (on every process) to stop."""
@@ -231,8 +232,7 @@ class Trainer:
                                    trie=b.trie, beam_width=cfg.beam_width, normalize=cfg.sid_loss)  # fmt: skip
             res = evaluate(rec.score, self.valid_data, "valid", mask_history=True, batch_size=256,
                            protocol_note=rec.protocol_note)  # fmt: skip
-            entry = {"step": state.step, "epoch": state.epoch, **res,
-                     "users_per_s": res["num_users"] / max(res["wall_time_s"], 1e-9)}  # fmt: skip
+            entry = {"step": state.step, "epoch": state.epoch, **with_speed(res)}
             state.evals.append({k: entry[k] for k in ("step", "epoch", "num_users", "users_per_s")}
                                | {k: res["metrics"][k] for k in ("ndcg@10", "hr@10")})  # fmt: skip
             ndcg = res["metrics"]["ndcg@10"]
@@ -258,10 +258,7 @@ class Trainer:
         if acc.is_main_process:
             info = json.loads((self.run_dir / "run.json").read_text())
             selected, fused = self.choose_fusion(train)
-            if fused is not None:  # "valid" describes the model that is tested: the best step's, fused
-                speed = {"users_per_s": fused["num_users"] / max(fused["wall_time_s"], 1e-9)}
-                weight = {"text_fusion": train["text_fusion"]["selected"]}
-                result["valid"] = {k: state.best[k] for k in ("step", "epoch")} | fused | speed | weight
+            result["valid"] = fused or result["valid"]
             if cfg.test_users >= 0:
                 rec = selected or load_llm_run(self.run_dir, device=str(acc.device), batch_size=cfg.eval_batch_size)
                 test_data = self.data.subsample(cfg.test_users, cfg.seed)
@@ -269,11 +266,16 @@ class Trainer:
                 res = evaluate(rec.score, test_data, "test", mask_history=True, batch_size=256, progress=cfg.progress,
                                protocol_note=rec.protocol_note, return_ranks=every)  # fmt: skip
                 res = write_test_ranks(self.run_dir, info, res) if every else res
-                result["test"] = {**res, "users_per_s": res["num_users"] / max(res["wall_time_s"], 1e-9)}
+                result["test"] = with_speed(res)
             train["wall_time_s"] = round(time.perf_counter() - self.started, 2)  # this process: build, train, evals
             result = write_metrics(self.run_dir, info, **result)
         acc.wait_for_everyone()
         return result
+
+
+def with_speed(res: dict) -> dict:
+    """An evaluator result with its ``users_per_s``."""
+    return {**res, "users_per_s": res["num_users"] / max(res["wall_time_s"], 1e-9)}
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
